@@ -1,0 +1,39 @@
+# Build, test and demo entry points. `make test` and `make demo` install their own
+# system dependencies (see hack/deps.sh); everything else comes from the Go module proxy.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# Root-only end-to-end tests build network namespaces; keep one package at a time so
+# their proxies and namespaces do not compete for the two cores.
+TESTFLAGS ?= -count=1 -timeout 15m -p 1
+
+.PHONY: all build test unit demo deps vet fmt clean
+
+all: build
+
+deps:
+	@./hack/deps.sh
+
+build:
+	$(GO) build -o $(BIN)/ztunnel ./cmd/ztunnel
+	$(GO) build -o $(BIN)/testbed ./cmd/testbed
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Unit tests only (no root needed).
+unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+# Everything: unit tests, fuzz seeds, and (as root) the end-to-end tests in network namespaces.
+test: deps vet
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Scenario S1 in the netns testbed (needs root).
+demo: deps build
+	./$(BIN)/testbed demo -ztunnel $(BIN)/ztunnel
+
+clean:
+	rm -rf $(BIN)

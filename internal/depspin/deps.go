@@ -1,0 +1,19 @@
+package depspin
+import (
+ _ "istio.io/istio/pkg/workloadapi"
+ _ "istio.io/istio/pkg/workloadapi/security"
+ _ "istio.io/istio/pkg/zdsapi"
+ _ "istio.io/api/security/v1alpha1"
+ _ "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+ _ "golang.org/x/net/http2"
+ _ "golang.org/x/net/http2/hpack"
+ _ "golang.org/x/sys/unix"
+ _ "golang.org/x/sync/errgroup"
+ _ "github.com/vishvananda/netlink"
+ _ "github.com/vishvananda/netns"
+ _ "github.com/prometheus/client_golang/prometheus"
+ _ "github.com/google/go-cmp/cmp"
+ _ "go.yaml.in/yaml/v3"
+ _ "google.golang.org/grpc"
+ _ "google.golang.org/protobuf/proto"
+)

@@ -1,0 +1,69 @@
+package ztunnel
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// connInfo describes one proxied connection for the access log (and, later, metrics).
+// Field names follow the reference's access log (ztunnel-behavior.md §2.9).
+type connInfo struct {
+	Direction   string // "outbound" | "inbound"
+	Protocol    string // "HBONE" | "TCP"
+	Src         netip.AddrPort
+	SrcWorkload *workload.Workload
+	SrcIdentity string
+	Dst         netip.AddrPort // the address the client asked for
+	HBONEAddr   string         // the :authority sent or received, if HBONE
+	DstService  string         // "ns/hostname" of the service the VIP belonged to
+	DstWorkload *workload.Workload
+	DstIdentity string
+	Start       time.Time
+}
+
+// logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
+// at WARN with the error when it failed.
+func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
+	attrs := []slog.Attr{
+		slog.String("src.addr", ci.Src.String()),
+		slog.String("dst.addr", ci.Dst.String()),
+	}
+	if ci.HBONEAddr != "" {
+		attrs = append(attrs, slog.String("dst.hbone_addr", ci.HBONEAddr))
+	}
+	if w := ci.SrcWorkload; w != nil {
+		attrs = append(attrs, slog.String("src.workload", w.Name), slog.String("src.namespace", w.Namespace))
+	}
+	if ci.SrcIdentity != "" {
+		attrs = append(attrs, slog.String("src.identity", ci.SrcIdentity))
+	}
+	if ci.DstService != "" {
+		attrs = append(attrs, slog.String("dst.service", ci.DstService))
+	}
+	if w := ci.DstWorkload; w != nil {
+		attrs = append(attrs, slog.String("dst.workload", w.Name), slog.String("dst.namespace", w.Namespace))
+	}
+	if ci.DstIdentity != "" {
+		attrs = append(attrs, slog.String("dst.identity", ci.DstIdentity))
+	}
+	attrs = append(attrs,
+		slog.String("direction", ci.Direction),
+		slog.String("protocol", ci.Protocol),
+		slog.Int64("bytes_sent", res.Sent),
+		slog.Int64("bytes_recv", res.Received),
+		slog.Duration("duration", time.Since(ci.Start)),
+	)
+	if err == nil {
+		err = res.Err
+	}
+	level, msg := slog.LevelInfo, "connection complete"
+	if err != nil {
+		level, msg = slog.LevelWarn, "connection failed"
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(context.Background(), level, msg, attrs...)
+}

@@ -1,0 +1,237 @@
+package ztunnel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/redirect"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// handleOutbound proxies one connection the pod's redirection sent to port 15001:
+//
+//	redirected socket → original destination → source workload → destination lookup
+//	(service VIP → endpoint selection, or workload IP, or unknown → passthrough)
+//	→ HBONE tunnel from the pool (or plain TCP) → splice.
+func (pod *podProxy) handleOutbound(c net.Conn) {
+	ci := &connInfo{Direction: "outbound", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	up, err := pod.connectOutbound(c, ci)
+	if err != nil {
+		resetClose(c)
+		logConn(pod.log, ci, spliceResult{}, err)
+		return
+	}
+	res := splice(pod.ctx, c, up)
+	logConn(pod.log, ci, res, nil)
+}
+
+// connectOutbound resolves where c should go and opens the upstream connection.
+func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error) {
+	dst, err := redirect.OriginalDst(c)
+	if err != nil {
+		return nil, fmt.Errorf("original destination: %w", err)
+	}
+	ci.Dst = dst
+	if illegalPort(dst.Port()) && (dst.Addr().IsLoopback() || dst.Addr() == ci.Src.Addr()) {
+		return nil, fmt.Errorf("refusing connection to proxy port %d (would loop)", dst.Port())
+	}
+	src, err := pod.p.sourceWorkload(pod.ctx, pod, ci.Src.Addr())
+	if err != nil {
+		return nil, err
+	}
+	ci.SrcWorkload = src
+	srcID := pod.p.identityOf(src)
+
+	snap := pod.p.store.Load()
+	target, svc, err := pod.resolve(snap, src, dst)
+	if err != nil {
+		return nil, err
+	}
+	if target.Workload == nil {
+		// Not a mesh destination: pass through to where the client was going.
+		ci.Protocol = "TCP"
+		return pod.dial(pod.ctx, "tcp", dst.String(), netip.AddrPort{})
+	}
+	ci.DstWorkload = target.Workload
+	if svc != nil {
+		ci.DstService = svc.Key()
+	}
+	if target.Workload.Network != src.Network {
+		return nil, fmt.Errorf("destination %s is on network %q: cross-network (double HBONE) is not implemented yet",
+			target.Workload.Name, target.Workload.Network)
+	}
+	ip, ok := pickIP(target.Workload, dst.Addr())
+	if !ok {
+		return nil, fmt.Errorf("destination workload %s has no usable IP address", target.Workload.UID)
+	}
+	upAddr := netip.AddrPortFrom(ip, target.Port)
+
+	if target.Workload.Protocol != workload.ProtocolHBONE {
+		ci.Protocol = "TCP"
+		return pod.dial(pod.ctx, "tcp", upAddr.String(), netip.AddrPort{})
+	}
+
+	ci.Protocol = "HBONE"
+	dstID := pod.p.identityOf(target.Workload)
+	ci.SrcIdentity, ci.DstIdentity = srcID.String(), dstID.String()
+	ci.HBONEAddr = upAddr.String()
+	expected := []string{dstID.String()}
+	if svc != nil {
+		expected = append(expected, svc.SubjectAltNames...)
+	}
+	key := hbone.Key{
+		SrcIdentity:   srcID.String(),
+		DstIdentities: identitySet(expected),
+		Dst:           netip.AddrPortFrom(ip, HBONEPort),
+		SrcIP:         ci.Src.Addr().Unmap(),
+	}
+	hdr := http.Header{}
+	host := ""
+	if svc != nil {
+		host = svc.Hostname
+	}
+	hdr.Set("forwarded", hbone.Forwarded(ci.Src, host))
+	hdr.Set("traceparent", hbone.NewTraceparent())
+	if b := baggage(src, pod.p.cfg.ClusterID); b != "" {
+		hdr.Set("baggage", b)
+	}
+	ctx, cancel := context.WithTimeout(pod.ctx, pod.p.cfg.ConnectTimeout)
+	defer cancel()
+	st, err := pod.pool.Connect(ctx, key, upAddr.String(), hdr)
+	if err != nil {
+		return nil, fmt.Errorf("HBONE connect to %s via %s: %w", upAddr, key.Dst, err)
+	}
+	return st, nil
+}
+
+// resolve maps the original destination to a mesh upstream. A zero target means "not in the
+// mesh": pass through. A service VIP with no endpoint left is an error, not a passthrough.
+func (pod *podProxy) resolve(snap *workload.Snapshot, src *workload.Workload, dst netip.AddrPort) (upstream, *workload.Service, error) {
+	network := src.Network
+	addr := dst.Addr().Unmap()
+	if svc := snap.ServiceByVIP(network, addr); svc != nil {
+		if svc.LoadBalancing != nil && svc.LoadBalancing.Mode == workload.LBModePassthrough {
+			return upstream{}, svc, nil
+		}
+		if _, ok := svc.Ports[dst.Port()]; !ok {
+			return upstream{}, svc, fmt.Errorf("service %s has no port %d", svc.Key(), dst.Port())
+		}
+		up, ok := selectEndpoint(snap, src, svc, dst.Port(), defaultRand)
+		if !ok {
+			return upstream{}, svc, fmt.Errorf("no healthy upstream for service %s port %d%s", svc.Key(), dst.Port(), strictHint(svc))
+		}
+		return up, svc, nil
+	}
+	if w := snap.WorkloadByAddr(network, addr); w != nil {
+		return upstream{Workload: w, Port: dst.Port()}, nil, nil
+	}
+	return upstream{}, nil, nil
+}
+
+func strictHint(svc *workload.Service) string {
+	if lb := svc.LoadBalancing; lb != nil && lb.Mode == workload.LBModeStrict {
+		names := make([]string, len(lb.RoutingPreference))
+		for i, s := range lb.RoutingPreference {
+			names[i] = s.String()
+		}
+		return " (strict routing preference [" + strings.Join(names, ",") + "] matched no endpoint)"
+	}
+	return ""
+}
+
+// pickIP chooses the address of w to connect to: the one the client dialed if it is w's,
+// else w's first address of the same family, else its first address.
+func pickIP(w *workload.Workload, dialed netip.Addr) (netip.Addr, bool) {
+	if len(w.IPs) == 0 {
+		return netip.Addr{}, false
+	}
+	dialed = dialed.Unmap()
+	for _, ip := range w.IPs {
+		if ip == dialed {
+			return ip, true
+		}
+	}
+	for _, ip := range w.IPs {
+		if ip.Is4() == dialed.Is4() {
+			return ip, true
+		}
+	}
+	return w.IPs[0], true
+}
+
+// identitySet is the canonical form of the expected peer identities in a pool key.
+func identitySet(ids []string) string {
+	sort.Strings(ids)
+	out := ids[:0]
+	for i, id := range ids {
+		if id != "" && (i == 0 || id != ids[i-1]) {
+			out = append(out, id)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// baggage describes the source workload to the destination (ztunnel-behavior.md §2.2).
+func baggage(w *workload.Workload, cluster string) string {
+	if w.ClusterID != "" {
+		cluster = w.ClusterID
+	}
+	kv := [][2]string{
+		{"k8s.cluster.name", cluster},
+		{"k8s.namespace.name", w.Namespace},
+	}
+	if w.WorkloadName != "" {
+		typ := strings.ToLower(w.WorkloadType)
+		if typ == "" {
+			typ = "deployment"
+		}
+		kv = append(kv, [2]string{"k8s." + typ + ".name", w.WorkloadName})
+	}
+	kv = append(kv,
+		[2]string{"service.name", w.CanonicalName},
+		[2]string{"service.version", w.CanonicalRevision},
+		[2]string{"cloud.region", w.Locality.Region},
+		[2]string{"cloud.availability_zone", w.Locality.Zone},
+	)
+	var b strings.Builder
+	for _, p := range kv {
+		if p[1] == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p[0])
+		b.WriteByte('=')
+		b.WriteString(p[1])
+	}
+	return b.String()
+}
+
+// resetClose closes c with a TCP reset, so the client sees a failed connection rather than
+// an orderly empty reply.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

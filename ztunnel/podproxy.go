@@ -1,0 +1,241 @@
+package ztunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/hbone"
+	"github.com/ztunnel-go/ztunnel/redirect"
+	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// podProxy is the proxy of one enrolled pod: three listeners bound inside the pod's network
+// namespace (outbound 15001, plaintext inbound 15006, HBONE inbound 15008), an HBONE client
+// pool, and every connection they carry. Every socket it opens lives in the pod's namespace
+// and carries the proxy mark, so the pod's redirection rules let it through.
+type podProxy struct {
+	p    *Proxy
+	uid  string
+	info zds.WorkloadInfo
+	ns   *redirect.NetNS
+	log  *slog.Logger
+
+	outbound, inbound, hboneLn net.Listener
+	hboneSrv                   *hbone.Server
+	pool                       *hbone.Pool
+
+	ctx    context.Context // cancelled (with errPodClosed) when the pod is removed
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // accept loops and connection handlers
+}
+
+func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (*podProxy, error) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	pod := &podProxy{
+		p: p, uid: uid, info: info, ns: ns, ctx: ctx, cancel: cancel,
+		log: p.log.With("pod", info.Namespace+"/"+info.Name),
+	}
+	lnOpts := redirect.SocketOptions{ReusePort: *p.cfg.PortReuse, Mark: p.cfg.PacketMark}
+	var err error
+	if pod.outbound, err = pod.listen(OutboundPort, lnOpts); err != nil {
+		return nil, pod.abortStart(err)
+	}
+	if pod.inbound, err = pod.listen(InboundPort, lnOpts); err != nil {
+		return nil, pod.abortStart(err)
+	}
+	if pod.hboneLn, err = pod.listen(HBONEPort, lnOpts); err != nil {
+		return nil, pod.abortStart(err)
+	}
+
+	h2 := hbone.Config{
+		StreamWindow: p.cfg.StreamWindow,
+		ConnWindow:   p.cfg.ConnectionWindow,
+		MaxFrameSize: p.cfg.FrameSize,
+		Logger:       pod.log.With("component", "hbone"),
+	}
+	pod.pool = hbone.NewPool(hbone.PoolConfig{
+		Config:            h2,
+		MaxStreamsPerConn: p.cfg.PoolMaxStreams,
+		IdleTimeout:       p.cfg.PoolUnusedRelease,
+		Dial:              pod.dialTunnel,
+		TLSConfig:         pod.clientTLS,
+	})
+	pod.hboneSrv = &hbone.Server{
+		Config:    h2,
+		TLSConfig: certs.ServerTLSConfig(pod.serverCert),
+		Handler:   hbone.HandlerFunc(pod.serveHBONE),
+	}
+
+	pod.goAccept(pod.outbound, pod.handleOutbound)
+	pod.goAccept(pod.inbound, pod.handleInboundPlaintext)
+	pod.wg.Add(1)
+	go func() {
+		defer pod.wg.Done()
+		if err := pod.hboneSrv.Serve(pod.hboneLn); err != nil && !errors.Is(err, net.ErrClosed) && pod.ctx.Err() == nil {
+			pod.log.Error("HBONE listener stopped", "error", err)
+		}
+	}()
+	return pod, nil
+}
+
+// listen binds port on the wildcard address inside the pod, dual-stack when IPv6 is enabled
+// and available there.
+func (pod *podProxy) listen(port uint16, o redirect.SocketOptions) (net.Listener, error) {
+	if *pod.p.cfg.IPv6 {
+		ln, err := pod.ns.Listen(pod.ctx, "tcp", fmt.Sprintf("[::]:%d", port), o)
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EAFNOSUPPORT) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return nil, fmt.Errorf("listen on port %d in pod netns %s: %w", port, pod.ns, err)
+		}
+	}
+	ln, err := pod.ns.Listen(pod.ctx, "tcp4", fmt.Sprintf("0.0.0.0:%d", port), o)
+	if err != nil {
+		return nil, fmt.Errorf("listen on port %d in pod netns %s: %w", port, pod.ns, err)
+	}
+	return ln, nil
+}
+
+func (pod *podProxy) abortStart(err error) error {
+	pod.cancel(err)
+	for _, ln := range []net.Listener{pod.outbound, pod.inbound, pod.hboneLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	return err
+}
+
+// goAccept runs an accept loop that hands each connection to handle on its own goroutine.
+func (pod *podProxy) goAccept(ln net.Listener, handle func(net.Conn)) {
+	pod.wg.Add(1)
+	go func() {
+		defer pod.wg.Done()
+		var backoff time.Duration
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if pod.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// Temporary failures (EMFILE...): back off like net/http does, never spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				pod.log.Warn("accept failed", "listener", ln.Addr().String(), "error", err)
+				time.Sleep(backoff)
+				continue
+			}
+			backoff = 0
+			pod.wg.Add(1)
+			go func() {
+				defer pod.wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+}
+
+// close stops the pod: no new connections, open ones are ended, the pool and the namespace
+// handle are released. It waits for handlers until ctx is done.
+func (pod *podProxy) close(ctx context.Context) {
+	pod.cancel(errPodClosed)
+	pod.outbound.Close()
+	pod.inbound.Close()
+	shutdown, cancel := context.WithTimeout(ctx, time.Second)
+	pod.hboneSrv.Shutdown(shutdown) // closes hboneLn
+	cancel()
+	pod.pool.Close()
+	done := make(chan struct{})
+	go func() { pod.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		pod.log.Warn("pod handlers still running at shutdown deadline")
+	}
+	pod.ns.Close()
+}
+
+// lookupWorkload finds this pod's own workload: by its ZDS identity on this node, else by
+// the address it connected from.
+func (pod *podProxy) lookupWorkload(snap *workload.Snapshot, ip netip.Addr) *workload.Workload {
+	if w := snap.FindWorkload(pod.p.cfg.NodeName, pod.info.Namespace, pod.info.Name, pod.info.ServiceAccount); w != nil {
+		return w
+	}
+	if ip.IsValid() {
+		if w := snap.WorkloadByAddr(pod.p.cfg.Network, ip.Unmap()); w != nil && w.Namespace == pod.info.Namespace {
+			return w
+		}
+	}
+	return nil
+}
+
+// identity is the pod's SPIFFE identity: trust domain from its workload entry if known,
+// namespace and service account from the node agent.
+func (pod *podProxy) identity() certs.Identity {
+	id := certs.Identity{TrustDomain: pod.p.cfg.TrustDomain, Namespace: pod.info.Namespace, ServiceAccount: pod.info.ServiceAccount}
+	if w := pod.lookupWorkload(pod.p.store.Load(), netip.Addr{}); w != nil && w.TrustDomain != "" {
+		id.TrustDomain = w.TrustDomain
+	}
+	if id.ServiceAccount == "" {
+		id.ServiceAccount = "default"
+	}
+	return id
+}
+
+// serverCert is the certificate the pod's HBONE listener presents.
+func (pod *podProxy) serverCert(ctx context.Context) (*certs.WorkloadCert, error) {
+	return pod.p.certs.Get(ctx, pod.identity())
+}
+
+// clientTLS builds the mTLS config of a new tunnel for a pool key: our certificate for the
+// key's source identity, and the identities the peer must prove.
+func (pod *podProxy) clientTLS(ctx context.Context, k hbone.Key) (*tls.Config, error) {
+	src, err := certs.ParseIdentity(k.SrcIdentity)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := pod.p.certs.Get(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("certificate for %s: %w", src, err)
+	}
+	var expected []certs.Identity
+	for _, s := range strings.Split(k.DstIdentities, ",") {
+		if s == "" {
+			continue
+		}
+		id, err := certs.ParseIdentity(s)
+		if err != nil {
+			return nil, fmt.Errorf("expected peer identity: %w", err)
+		}
+		expected = append(expected, id)
+	}
+	return certs.ClientTLSConfig(cert, expected), nil
+}
+
+// dialTunnel opens the TCP connection under an HBONE tunnel, from the pod's namespace.
+func (pod *podProxy) dialTunnel(ctx context.Context, network, addr string) (net.Conn, error) {
+	return pod.dial(ctx, network, addr, netip.AddrPort{})
+}
+
+// dial connects from inside the pod with the proxy mark. A valid src makes the connection
+// appear to come from that address (transparent socket), as inbound delivery needs.
+func (pod *podProxy) dial(ctx context.Context, network, addr string, src netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
+	defer cancel()
+	o := redirect.SocketOptions{Mark: pod.p.cfg.PacketMark, NoDelay: true, KeepAlive: 180 * time.Second}
+	if src.IsValid() {
+		o.Transparent, o.LocalAddr = true, src
+	}
+	return pod.ns.Dial(ctx, network, addr, o)
+}

@@ -1,0 +1,153 @@
+package ztunnel
+
+import (
+	"math/rand/v2"
+
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// upstream is the result of endpoint selection: the workload to connect to and the port on it.
+type upstream struct {
+	Workload *workload.Workload
+	Port     uint16
+}
+
+// randSource returns a uniform value in [0, n). n is always > 0.
+type randSource func(n uint64) uint64
+
+func defaultRand(n uint64) uint64 { return rand.Uint64N(n) }
+
+// selectEndpoint picks the endpoint of svc for a new connection from src to service port
+// svcPort, as the reference ztunnel's load_balance does (ztunnel-behavior.md §4):
+//
+//  1. the port must exist on the service;
+//  2. endpoints whose workload is unknown, or that have no address and cannot be reached
+//     through a network gateway, or that lack a mapping for a named target port, are skipped;
+//  3. with a FAILOVER or STRICT load balancer each endpoint gets a rank: the number of
+//     routing-preference scopes, walked in order, that match the source before the first
+//     mismatch. When NETWORK comes first a network mismatch does not end the walk and a
+//     network match adds len(preferences)-1, so every same-network endpoint outranks every
+//     other-network one. STRICT drops endpoints whose un-boosted rank is below
+//     len(preferences). Only the endpoints of the highest rank stay;
+//  4. one of them is picked at random, weighted by workload capacity.
+//
+// It returns false when nothing qualifies. The endpoint set is walked twice instead of being
+// collected, so a pick does not allocate.
+func selectEndpoint(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, svcPort uint16, rnd randSource) (upstream, bool) {
+	svcTarget, ok := svc.Ports[svcPort]
+	if !ok {
+		return upstream{}, false
+	}
+	lb := svc.LoadBalancing
+	ranked := lb != nil && (lb.Mode == workload.LBModeFailover || lb.Mode == workload.LBModeStrict)
+
+	// Pass 1: the best rank and the total capacity at that rank.
+	best, total := -1, uint64(0)
+	for _, ep := range svc.Endpoints {
+		wl, rank, ok := candidate(snap, src, svc, ep, svcPort, svcTarget, lb, ranked)
+		if !ok {
+			continue
+		}
+		switch {
+		case rank > best:
+			best, total = rank, uint64(wl.Capacity)
+		case rank == best:
+			total += uint64(wl.Capacity)
+		}
+	}
+	if best < 0 || total == 0 {
+		return upstream{}, false
+	}
+
+	// Pass 2: walk to the randomly chosen unit of capacity among the best-ranked endpoints.
+	// Map order differs between the passes, which does not matter: any fixed order over the
+	// same set gives each endpoint a chance proportional to its capacity.
+	r := rnd(total)
+	var last upstream
+	for _, ep := range svc.Endpoints {
+		wl, rank, ok := candidate(snap, src, svc, ep, svcPort, svcTarget, lb, ranked)
+		if !ok || rank != best || wl.Capacity == 0 {
+			continue
+		}
+		last = upstream{Workload: wl, Port: targetPort(ep, svcPort, svcTarget)}
+		if r < uint64(wl.Capacity) {
+			return last, true
+		}
+		r -= uint64(wl.Capacity)
+	}
+	// Only reachable if the snapshot changed under us, which it cannot (snapshots are immutable).
+	return last, last.Workload != nil
+}
+
+// candidate applies the filters of step 2 and computes the rank of step 3.
+func candidate(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, ep *workload.Endpoint,
+	svcPort, svcTarget uint16, lb *workload.LoadBalancing, ranked bool) (*workload.Workload, int, bool) {
+	wl := snap.WorkloadByUID(ep.WorkloadUID)
+	if wl == nil {
+		return nil, 0, false
+	}
+	if len(wl.IPs) == 0 && wl.Hostname == "" {
+		// Only reachable through the gateway of another network. WDS sends a gateway even for
+		// same-network workloads; it must never be used for those.
+		if wl.Network == src.Network || wl.NetworkGateway == nil {
+			return nil, 0, false
+		}
+	}
+	if svcTarget == 0 {
+		if _, ok := ep.Port[svcPort]; !ok {
+			return nil, 0, false // named target port that this endpoint does not define
+		}
+	}
+	if !ranked {
+		return wl, 0, true
+	}
+	rank, ok := rankEndpoint(src, wl, lb)
+	return wl, rank, ok
+}
+
+// rankEndpoint returns the rank of wl as seen from src, and false if STRICT excludes it.
+func rankEndpoint(src, wl *workload.Workload, lb *workload.LoadBalancing) (int, bool) {
+	prefs := lb.RoutingPreference
+	networkFirst := len(prefs) > 0 && prefs[0] == workload.ScopeNetwork
+	rank, bonus := 0, 0
+	for _, scope := range prefs {
+		var match bool
+		switch scope {
+		case workload.ScopeRegion:
+			match = src.Locality.Region == wl.Locality.Region
+		case workload.ScopeZone:
+			match = src.Locality.Zone == wl.Locality.Zone
+		case workload.ScopeSubzone:
+			match = src.Locality.Subzone == wl.Locality.Subzone
+		case workload.ScopeNode:
+			match = src.Node == wl.Node
+		case workload.ScopeCluster:
+			match = src.ClusterID == wl.ClusterID
+		case workload.ScopeNetwork:
+			match = src.Network == wl.Network
+			if networkFirst {
+				if !match {
+					continue // a network mismatch does not end the walk
+				}
+				bonus = len(prefs) - 1
+			}
+		}
+		if !match {
+			break
+		}
+		rank++
+	}
+	if lb.Mode == workload.LBModeStrict && rank != len(prefs) {
+		return 0, false
+	}
+	return rank + bonus, true
+}
+
+// targetPort is the port on the chosen endpoint: its own mapping for the service port if it
+// has one, else the service's target port.
+func targetPort(ep *workload.Endpoint, svcPort, svcTarget uint16) uint16 {
+	if p, ok := ep.Port[svcPort]; ok && p != 0 {
+		return p
+	}
+	return svcTarget
+}

@@ -1,0 +1,130 @@
+package ztunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// Proxy is the node proxy: it keeps the workload index current, issues the certificates of
+// the pods it serves, and runs one set of listeners inside each enrolled pod.
+type Proxy struct {
+	cfg   Config
+	log   *slog.Logger
+	store *workload.Store
+	file  *workload.FileSource // nil when the config came inline (LOCAL_XDS)
+	certs *certs.Manager
+	pods  *podManager
+}
+
+// New validates cfg and loads the initial workload configuration. An error here means the
+// proxy cannot start (the caller exits non-zero); nothing has been started yet.
+func New(cfg Config) (*Proxy, error) {
+	cfg = cfg.withDefaults()
+	p := &Proxy{cfg: cfg, log: cfg.Logger, store: workload.NewStore()}
+
+	switch {
+	case cfg.LocalXDSPath != "":
+		p.file = &workload.FileSource{Path: cfg.LocalXDSPath, Store: p.store, Logger: p.log}
+		if err := p.file.Load(); err != nil {
+			return nil, err
+		}
+	case cfg.LocalXDS != "":
+		lc, err := workload.ParseLocalConfig("LOCAL_XDS", []byte(cfg.LocalXDS))
+		if err != nil {
+			return nil, err
+		}
+		snap, err := lc.Snapshot()
+		if err != nil {
+			return nil, fmt.Errorf("LOCAL_XDS: %w", err)
+		}
+		p.store.Replace(snap)
+	default:
+		return nil, errors.New("no workload source: set LOCAL_XDS_PATH or LOCAL_XDS")
+	}
+
+	ca, err := certs.NewLocalCA(certs.LocalCAConfig{
+		CertFile:    cfg.CACertFile,
+		KeyFile:     cfg.CAKeyFile,
+		TrustDomain: cfg.TrustDomain,
+		WorkloadTTL: cfg.SecretTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA: %w", err)
+	}
+	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: ca, Logger: p.log.With("component", "certs")})
+	p.pods = newPodManager(p)
+	return p, nil
+}
+
+// Run serves until ctx is done, then stops every pod's listeners and returns. Cancellation is
+// the normal way to stop and is not an error.
+func (p *Proxy) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.certs.Run(gctx) })
+	if p.file != nil {
+		g.Go(func() error { return p.file.Run(gctx) })
+	}
+	client := &zds.Client{
+		Path:    p.cfg.InPodUDS,
+		Handler: p.pods,
+		Logger:  p.log.With("component", "zds"),
+	}
+	g.Go(func() error { return client.Run(gctx) })
+	p.log.Info("proxy started", "node", p.cfg.NodeName, "zds", p.cfg.InPodUDS, "network", p.cfg.Network)
+
+	err := g.Wait()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
+	defer cancel()
+	p.pods.closeAll(shutdownCtx)
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// sourceWorkload finds the workload of a pod that just opened a connection, waiting up to
+// SourceWorkloadWait for it to appear in the index (a pod can start before its workload
+// entry arrives). ip is the connection's source address, used when the pod's ZDS identity
+// does not match any workload.
+func (p *Proxy) sourceWorkload(ctx context.Context, pod *podProxy, ip netip.Addr) (*workload.Workload, error) {
+	deadline := time.NewTimer(p.cfg.SourceWorkloadWait)
+	defer deadline.Stop()
+	for {
+		changed := p.store.Changed()
+		snap := p.store.Load()
+		if w := pod.lookupWorkload(snap, ip); w != nil {
+			return w, nil
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return nil, fmt.Errorf("unknown source workload %s/%s (%s): not in the workload config",
+				pod.info.Namespace, pod.info.Name, ip)
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// identityOf is the SPIFFE identity of a workload.
+func (p *Proxy) identityOf(w *workload.Workload) certs.Identity {
+	td := w.TrustDomain
+	if td == "" {
+		td = p.cfg.TrustDomain
+	}
+	sa := w.ServiceAccount
+	if sa == "" {
+		sa = "default"
+	}
+	return certs.Identity{TrustDomain: td, Namespace: w.Namespace, ServiceAccount: sa}
+}
