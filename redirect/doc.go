@@ -1,0 +1,25 @@
+// Package redirect is the only part of the proxy that talks to the kernel
+// about network namespaces and socket options.
+//
+// It provides:
+//
+//   - [NetNS], an open handle to a network namespace, and [NetNS.Do] to run
+//     code on an OS thread switched into it;
+//   - [NetNS.Listen] and [NetNS.Dial], which create sockets inside a
+//     namespace (the sockets stay there and may be used from any goroutine);
+//   - [Control] and [SocketOptions] for SO_MARK, IP_TRANSPARENT,
+//     SO_REUSEPORT, TCP_NODELAY and keepalive, in the signature of
+//     net.Dialer.Control and net.ListenConfig.Control;
+//   - [OriginalDst], the pre-REDIRECT destination of an accepted connection.
+//
+// Sub-packages: inpod (the pod's iptables/ip-rule redirection), zds (the
+// ztunnel discovery service protocol between the node agent and the proxy),
+// nodeagent (the node agent's per-pod sequence) and redirecttest (helpers for
+// privileged tests).
+//
+// # Concurrency
+//
+// A *NetNS may be used from several goroutines at once, except that Close
+// must not race with other methods. Do locks the calling goroutine to its OS
+// thread for the duration of fn.
+package redirect

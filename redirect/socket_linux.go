@@ -1,0 +1,190 @@
+package redirect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// SocketOptions are the socket options the proxy sets on its sockets.
+// The zero value sets nothing.
+type SocketOptions struct {
+	// Mark is SO_MARK; 0 leaves the mark unset. The proxy uses 1337 for
+	// everything it sends in shared mode so the pod's rules skip it.
+	Mark uint32
+	// Transparent sets IP_TRANSPARENT/IPV6_TRANSPARENT and
+	// IP_FREEBIND/IPV6_FREEBIND: binding to (spoofing) a non-local source
+	// address, and transparent listeners.
+	Transparent bool
+	// ReusePort sets SO_REUSEPORT (listeners, for upgrade handover).
+	ReusePort bool
+	// LocalAddr is bound before connecting (Dial only). The zero value lets
+	// the kernel pick. With Transparent it may be a non-local address.
+	LocalAddr netip.AddrPort
+	// NoDelay sets TCP_NODELAY to this value on TCP sockets. Note that Go
+	// enables TCP_NODELAY on every TCP connection after Control runs; Dial
+	// re-applies NoDelay after connecting, accepted connections keep Go's
+	// default (true).
+	NoDelay bool
+	// KeepAlive > 0 enables TCP keepalive with idle time = interval = this
+	// (rounded down to seconds, at least 1 s). 0 leaves keepalive off on
+	// sockets created by Listen and Dial.
+	KeepAlive time.Duration
+}
+
+// Control returns a function, with the signature of net.Dialer.Control and
+// net.ListenConfig.Control, that applies o to a new socket before it is
+// bound or connected. When used with a plain net.Dialer or
+// net.ListenConfig, set their KeepAlive to -1 or Go overrides the
+// keepalive settings after Control.
+func Control(o SocketOptions) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		var sockErr error
+		err := c.Control(func(fd uintptr) { sockErr = applyOptions(int(fd), network, o) })
+		if err != nil {
+			return fmt.Errorf("socket options for %s %s: %w", network, address, err)
+		}
+		if sockErr != nil {
+			return fmt.Errorf("socket options for %s %s: %w", network, address, sockErr)
+		}
+		return nil
+	}
+}
+
+func applyOptions(fd int, network string, o SocketOptions) error {
+	if o.Mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark)); err != nil {
+			return fmt.Errorf("set SO_MARK %d: %w", o.Mark, err)
+		}
+	}
+	if o.ReusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return fmt.Errorf("set SO_REUSEPORT: %w", err)
+		}
+	}
+	if o.Transparent {
+		domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err != nil {
+			return fmt.Errorf("get SO_DOMAIN: %w", err)
+		}
+		// Both families set the same per-socket flags; a v6 socket also covers
+		// IPv4-mapped addresses.
+		level, transparent, freebind := unix.SOL_IP, unix.IP_TRANSPARENT, unix.IP_FREEBIND
+		if domain == unix.AF_INET6 {
+			level, transparent, freebind = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.IPV6_FREEBIND
+		}
+		if err := unix.SetsockoptInt(fd, level, transparent, 1); err != nil {
+			return fmt.Errorf("set IP(V6)_TRANSPARENT: %w", err)
+		}
+		if err := unix.SetsockoptInt(fd, level, freebind, 1); err != nil {
+			return fmt.Errorf("set IP(V6)_FREEBIND: %w", err)
+		}
+	}
+	if !isTCP(network) {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, boolInt(o.NoDelay)); err != nil {
+		return fmt.Errorf("set TCP_NODELAY: %w", err)
+	}
+	if o.KeepAlive > 0 {
+		secs := max(int(o.KeepAlive/time.Second), 1)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+			return fmt.Errorf("set SO_KEEPALIVE: %w", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
+			return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs); err != nil {
+			return fmt.Errorf("set TCP_KEEPINTVL: %w", err)
+		}
+	}
+	return nil
+}
+
+func isTCP(network string) bool {
+	return network == "tcp" || network == "tcp4" || network == "tcp6"
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Listen creates a listener inside n (n == nil: the calling thread's
+// namespace) with o applied. The listener can then be used from any goroutine.
+func (n *NetNS) Listen(ctx context.Context, network, addr string, o SocketOptions) (net.Listener, error) {
+	lc := net.ListenConfig{Control: Control(o), KeepAlive: -1}
+	var ln net.Listener
+	err := n.run(func() error {
+		var err error
+		ln, err = lc.Listen(ctx, network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, n, err)
+	}
+	return ln, nil
+}
+
+// Dial connects from inside n (n == nil: the calling thread's namespace)
+// with o applied. When n is not nil the host part of a TCP or UDP addr must
+// be an IP literal: name resolution would run on other threads, outside n.
+func (n *NetNS) Dial(ctx context.Context, network, addr string, o SocketOptions) (net.Conn, error) {
+	if n != nil && (isTCP(network) || strings.HasPrefix(network, "udp")) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, n, err)
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			return nil, fmt.Errorf("dial %s %s in %s: host must be an IP literal", network, addr, n)
+		}
+	}
+	d := net.Dialer{Control: Control(o), KeepAlive: -1}
+	if o.LocalAddr.IsValid() {
+		la := o.LocalAddr.Addr().Unmap()
+		switch {
+		case isTCP(network):
+			d.LocalAddr = &net.TCPAddr{IP: la.AsSlice(), Port: int(o.LocalAddr.Port()), Zone: la.Zone()}
+		case network == "udp" || network == "udp4" || network == "udp6":
+			d.LocalAddr = &net.UDPAddr{IP: la.AsSlice(), Port: int(o.LocalAddr.Port()), Zone: la.Zone()}
+		default:
+			return nil, fmt.Errorf("dial %s %s: local address on this network: %w", network, addr, ErrNotSupported)
+		}
+	}
+	var c net.Conn
+	err := n.run(func() error {
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, n, err)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.SetNoDelay(o.NoDelay); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("dial %s %s: set TCP_NODELAY: %w", network, addr, err)
+		}
+	}
+	return c, nil
+}
+
+// run calls fn inside n, or directly when n is nil.
+func (n *NetNS) run(fn func() error) error {
+	if n == nil {
+		return fn()
+	}
+	if n.f == nil {
+		return errors.New("netns handle is not open")
+	}
+	return n.Do(fn)
+}

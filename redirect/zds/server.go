@@ -1,0 +1,284 @@
+package zds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"istio.io/istio/pkg/zdsapi"
+
+	"github.com/ztunnel-go/ztunnel/redirect"
+)
+
+// helloTimeout bounds how long a new proxy connection may take to say hello.
+const helloTimeout = 5 * time.Second
+
+// Server is the node agent's end of ZDS: it remembers the node's pods and
+// tells every connected proxy about them.
+//
+// Lock order: proxyConn.reqMu before Server.mu. No I/O under Server.mu.
+type Server struct {
+	ln     *net.UnixListener
+	path   string
+	logger *slog.Logger
+
+	mu      sync.Mutex         // guards pods, conns, changed
+	pods    map[string]podInfo // by uid
+	conns   []*proxyConn       // connected proxies that said hello, oldest first (last = active)
+	changed chan struct{}      // closed and replaced whenever conns changes
+}
+
+type podInfo struct {
+	info      WorkloadInfo
+	netnsPath string
+}
+
+// Listen removes a stale socket file at path (creating its directory with
+// mode 0700 if missing) and listens there for proxies. logger nil means
+// slog.Default().
+func Listen(path string, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("zds listen %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("zds listen %s: exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("zds listen %s: remove stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("zds listen %s: %w", path, err)
+	}
+	return &Server{
+		ln: ln, path: path, logger: logger,
+		pods: map[string]podInfo{}, changed: make(chan struct{}),
+	}, nil
+}
+
+// Run accepts proxies until ctx is done, then closes the listener and all
+// connections and returns nil. On each connection it reads the hello, sends
+// AddWorkload for every known pod (KeepWorkload if its netns cannot be
+// opened any more) and SnapshotSent.
+func (s *Server) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.ln.Close()
+			return fmt.Errorf("zds accept on %s: %w", s.path, err)
+		}
+		wg.Go(func() {
+			if err := s.serveConn(ctx, c); err != nil && ctx.Err() == nil {
+				s.logger.Warn("zds proxy connection ended", "error", err)
+			}
+		})
+	}
+}
+
+// Connected returns the number of connected proxies.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// AddPod records the pod and sends AddWorkload (with the netns at
+// netnsPath) to every connected proxy, waiting for their ACKs. With no proxy
+// connected it waits for one until ctx is done. A NACK makes it return an
+// error containing the proxy's message; the pod stays recorded, so a
+// reconnecting proxy gets it again in its snapshot.
+func (s *Server) AddPod(ctx context.Context, uid string, info WorkloadInfo, netnsPath string) error {
+	if uid == "" {
+		return errors.New("zds add pod: empty uid")
+	}
+	// Fail early (and record nothing) when the namespace does not exist.
+	ns, err := redirect.OpenNetNS(netnsPath)
+	if err != nil {
+		return fmt.Errorf("zds add pod %s: %w", uid, err)
+	}
+	defer ns.Close()
+	s.mu.Lock()
+	s.pods[uid] = podInfo{info: info, netnsPath: netnsPath}
+	s.mu.Unlock()
+	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Add{Add: &zdsapi.AddWorkload{
+		Uid: uid, WorkloadInfo: info.proto(),
+	}}}
+	return s.broadcast(ctx, "add pod "+uid, req, ns.Fd(), true)
+}
+
+// DelPod forgets the pod and sends DelWorkload to every connected proxy,
+// waiting for their ACKs. With no proxy connected there is nothing to do.
+func (s *Server) DelPod(ctx context.Context, uid string) error {
+	s.mu.Lock()
+	delete(s.pods, uid)
+	s.mu.Unlock()
+	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Del{Del: &zdsapi.DelWorkload{Uid: uid}}}
+	return s.broadcast(ctx, "del pod "+uid, req, -1, false)
+}
+
+// broadcast sends req (with fd if >= 0) to all connected proxies. NACKs are returned as an
+// error. If every proxy connection failed (or none exists) and wait is set,
+// it waits for a new connection and tries again.
+func (s *Server) broadcast(ctx context.Context, what string, req *zdsapi.WorkloadRequest, fd int, wait bool) error {
+	for {
+		s.mu.Lock()
+		conns, changed := slices.Clone(s.conns), s.changed
+		s.mu.Unlock()
+		var nacks []error
+		acked := 0
+		for _, pc := range conns {
+			ack, err := pc.send(ctx, req, fd)
+			switch {
+			case ctx.Err() != nil:
+				return fmt.Errorf("zds %s: %w", what, ctx.Err())
+			case err != nil:
+				s.logger.Debug("zds send failed, proxy connection dropped", "op", what, "error", err)
+			case ack != "":
+				nacks = append(nacks, fmt.Errorf("proxy nacked: %s", ack))
+			default:
+				acked++
+			}
+		}
+		if len(nacks) > 0 {
+			return fmt.Errorf("zds %s: %w", what, errors.Join(nacks...))
+		}
+		if acked > 0 || !wait {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("zds %s: no proxy connected: %w", what, ctx.Err())
+		}
+	}
+}
+
+// serveConn handles one proxy connection until it ends or ctx is done.
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
+	pc := newProxyConn(c)
+	defer pc.close(nil)
+	stop := context.AfterFunc(ctx, func() { pc.close(ctx.Err()) })
+	defer stop()
+	if err := readHello(c); err != nil {
+		return err
+	}
+	go pc.readLoop()
+
+	// Register and take the snapshot atomically, holding reqMu so that
+	// broadcasts to this connection come after the snapshot.
+	pc.reqMu.Lock()
+	s.mu.Lock()
+	snap := make([]string, 0, len(s.pods))
+	for uid := range s.pods {
+		snap = append(snap, uid)
+	}
+	pods := make(map[string]podInfo, len(s.pods))
+	for uid, p := range s.pods {
+		pods[uid] = p
+	}
+	s.conns = append(s.conns, pc)
+	s.notifyLocked()
+	s.mu.Unlock()
+	slices.Sort(snap)
+	err := s.sendSnapshot(ctx, pc, snap, pods)
+	pc.reqMu.Unlock()
+	if err == nil {
+		s.logger.Info("zds proxy connected", "pods", len(snap))
+		<-pc.done
+		err = pc.err
+	}
+	pc.close(err)
+	s.mu.Lock()
+	s.conns = slices.DeleteFunc(s.conns, func(o *proxyConn) bool { return o == pc })
+	s.notifyLocked()
+	s.mu.Unlock()
+	return err
+}
+
+// notifyLocked wakes waiters on changed. Requires s.mu held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// sendSnapshot sends the known pods and SnapshotSent. Requires pc.reqMu held.
+func (s *Server) sendSnapshot(ctx context.Context, pc *proxyConn, uids []string, pods map[string]podInfo) error {
+	for _, uid := range uids {
+		ack, err := s.sendSnapshotPod(ctx, pc, uid, pods[uid])
+		if err != nil {
+			return fmt.Errorf("zds snapshot: %w", err)
+		}
+		if ack != "" {
+			s.logger.Warn("zds proxy nacked pod in snapshot", "uid", uid, "error", ack)
+		}
+	}
+	ack, err := pc.exchangeLocked(ctx, &zdsapi.WorkloadRequest{
+		Payload: &zdsapi.WorkloadRequest_SnapshotSent{SnapshotSent: &zdsapi.SnapshotSent{}},
+	}, -1)
+	if err != nil {
+		return fmt.Errorf("zds snapshot: %w", err)
+	}
+	if ack != "" {
+		s.logger.Warn("zds proxy nacked snapshot", "error", ack)
+	}
+	return nil
+}
+
+// sendSnapshotPod sends Add for one pod, or Keep when its netns cannot be
+// opened (the proxy should keep what it has). Requires pc.reqMu held.
+func (s *Server) sendSnapshotPod(ctx context.Context, pc *proxyConn, uid string, p podInfo) (string, error) {
+	ns, err := redirect.OpenNetNS(p.netnsPath)
+	if err != nil {
+		s.logger.Warn("zds snapshot: netns unavailable, sending keep", "uid", uid, "error", err)
+		return pc.exchangeLocked(ctx, &zdsapi.WorkloadRequest{
+			Payload: &zdsapi.WorkloadRequest_Keep{Keep: &zdsapi.KeepWorkload{Uid: uid}},
+		}, -1)
+	}
+	defer ns.Close()
+	return pc.exchangeLocked(ctx, &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Add{Add: &zdsapi.AddWorkload{
+		Uid: uid, WorkloadInfo: p.info.proto(),
+	}}}, ns.Fd())
+}
+
+func readHello(c *net.UnixConn) error {
+	if err := c.SetReadDeadline(time.Now().Add(helloTimeout)); err != nil {
+		return fmt.Errorf("zds hello: %w", err)
+	}
+	data, files, err := readPacket(c)
+	if err != nil {
+		return fmt.Errorf("zds hello: %w", err)
+	}
+	closeFiles(files)
+	if len(files) != 0 {
+		return errors.New("zds hello: unexpected fds")
+	}
+	var hello zdsapi.ZdsHello
+	if err := proto.Unmarshal(data, &hello); err != nil {
+		return fmt.Errorf("zds hello: decode: %w", err)
+	}
+	if hello.GetVersion() != zdsapi.Version_V1 {
+		return fmt.Errorf("zds hello: unsupported version %v", hello.GetVersion())
+	}
+	return c.SetReadDeadline(time.Time{})
+}
