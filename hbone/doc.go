@@ -1,0 +1,27 @@
+// Package hbone implements HBONE: TCP tunnels carried as HTTP/2 CONNECT streams over mutual TLS 1.3
+// (ALPN "h2"), usually to port 15008.
+//
+// The package has its own small HTTP/2 connection engine built on x/net's [http2.Framer] and hpack,
+// specialised for CONNECT tunnels. Unlike x/net's Transport and Server it keeps the two directions of a
+// stream independent: after one side sends END_STREAM ([Stream.CloseWrite]) the other side keeps sending
+// until it half-closes too, the way a TCP connection behaves (RFC 9113 §8.5, §5.1).
+//
+// A [Pool] is the client side: it keeps one or more connections per [Key] and opens one CONNECT stream per
+// proxied TCP connection ([Pool.Connect]). A [Server] is the inbound side: it accepts TLS connections, reads
+// CONNECT requests and passes each to a [Handler], which answers it with [Request.Accept] or
+// [Request.Reject].
+//
+// The package takes TLS configurations and dial functions from its caller; it knows nothing about
+// certificates, identities or workloads.
+//
+// # Concurrency
+//
+// A [Stream] is safe for one concurrent reader and one concurrent writer; Close, CloseWrite and the
+// deadline setters may be called from any goroutine. [Pool] and [Server] are safe for concurrent use.
+//
+// Each connection runs a read loop (which owns the frame reader and all protocol decisions), a writer
+// goroutine (which owns the frame writer, the HPACK encoder and the buffered socket writer) and a
+// keepalive goroutine. They share state through one mutex per connection, conn.mu.
+//
+// [http2.Framer]: https://pkg.go.dev/golang.org/x/net/http2#Framer
+package hbone

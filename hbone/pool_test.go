@@ -1,0 +1,215 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPoolReuse(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	pool, dials := testPool(t, pki, PoolConfig{})
+	for i := range 2 {
+		s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+		if err != nil {
+			t.Fatalf("Connect %d: %v", i, err)
+		}
+		s.Write([]byte("x"))
+		s.CloseWrite()
+		io.ReadAll(s)
+		s.Close()
+	}
+	if n := pool.NumConns(); n != 1 {
+		t.Errorf("NumConns = %d, want 1", n)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("dials = %d, want 1", n)
+	}
+	// A different key gets its own connection.
+	k := testKey(addr)
+	k.SrcIdentity = "spiffe://test/ns/other/sa/other"
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), k, "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials after a second key = %d, want 2", n)
+	}
+}
+
+func TestPoolMaxStreamsPerConn(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	pool, dials := testPool(t, pki, PoolConfig{MaxStreamsPerConn: 2})
+	var streams []*Stream
+	for range 3 {
+		s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		streams = append(streams, s)
+	}
+	if n := pool.NumConns(); n != 2 {
+		t.Errorf("NumConns = %d, want 2", n)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials = %d, want 2", n)
+	}
+	if streams[0].c != streams[1].c || streams[2].c == streams[0].c {
+		t.Errorf("streams 1,2 should share a connection and 3 use another")
+	}
+	// Every tunnel works.
+	for i, s := range streams {
+		msg := []byte{'a' + byte(i)}
+		s.Write(msg)
+		s.CloseWrite()
+		if got, err := io.ReadAll(s); err != nil || string(got) != string(msg) {
+			t.Errorf("stream %d echo = %q, %v", i, got, err)
+		}
+	}
+}
+
+// TestPoolPeerMaxConcurrentStreams checks that the server's SETTINGS_MAX_CONCURRENT_STREAMS caps a conn.
+func TestPoolPeerMaxConcurrentStreams(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler, MaxConcurrentStreams: 1})
+	pool, dials := testPool(t, pki, PoolConfig{})
+	s1, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials = %d, want 2 (peer allows 1 stream per conn)", n)
+	}
+}
+
+func TestPoolConcurrentConnectsDialOnce(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	var dials atomic.Int32
+	pool, _ := testPool(t, pki, PoolConfig{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		dials.Add(1)
+		time.Sleep(100 * time.Millisecond) // keep the dial in flight while the others arrive
+		var d net.Dialer
+		return d.DialContext(ctx, network, a)
+	}})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+			if err != nil {
+				t.Errorf("Connect: %v", err)
+				return
+			}
+			s.Close()
+		})
+	}
+	wg.Wait()
+	if n := dials.Load(); n != 1 {
+		t.Errorf("dials = %d, want 1", n)
+	}
+}
+
+func TestPoolDialErrorShared(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	var dials atomic.Int32
+	boom := errors.New("boom")
+	pool, _ := testPool(t, pki, PoolConfig{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		dials.Add(1)
+		if k, ok := KeyFromContext(ctx); !ok || k.SrcIP.String() != "127.0.0.1" {
+			t.Errorf("KeyFromContext = %v, %v", k, ok)
+		}
+		time.Sleep(50 * time.Millisecond)
+		return nil, boom
+	}})
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			_, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(netipMust("127.0.0.1:1")), "10.0.0.5:80", nil)
+			if !errors.Is(err, boom) {
+				t.Errorf("Connect = %v, want boom", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := dials.Load(); n != 1 {
+		t.Errorf("dials = %d, want 1 (waiters share the failure)", n)
+	}
+}
+
+func TestPoolIdleTimeout(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	srv := &Server{TLSConfig: pki.server, Handler: echoHandler}
+	addr := startServer(t, srv)
+	pool, _ := testPool(t, pki, PoolConfig{IdleTimeout: 150 * time.Millisecond})
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not idle while a stream is open, however long.
+	time.Sleep(300 * time.Millisecond)
+	if n := pool.NumConns(); n != 1 {
+		t.Fatalf("NumConns with an open stream = %d, want 1", n)
+	}
+	s.Close()
+	waitFor(t, "idle conn to be removed", 2*time.Second, func() bool { return pool.NumConns() == 0 })
+	waitFor(t, "server to see the conn close", 2*time.Second, func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns) == 0
+	})
+}
+
+func TestPoolClose(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	pool, _ := testPool(t, pki, PoolConfig{})
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Close()
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after pool Close = %v, want net.ErrClosed", err)
+	}
+	var ce *ConnError
+	if _, err := s.Write([]byte("x")); !errors.As(err, &ce) {
+		t.Errorf("Write after pool Close = %v, want *ConnError", err)
+	}
+	if _, err := pool.Connect(ctxTimeout(t, time.Second), testKey(addr), "10.0.0.5:80", nil); !errors.Is(err, ErrPoolClosed) {
+		t.Errorf("Connect after Close = %v", err)
+	}
+}
+
+func TestConnectBadAuthority(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	pool, dials := testPool(t, pki, PoolConfig{})
+	if _, err := pool.Connect(ctxTimeout(t, time.Second), testKey(netipMust("127.0.0.1:1")), "no port", nil); err == nil {
+		t.Error("Connect with a bad authority succeeded")
+	}
+	if dials.Load() != 0 {
+		t.Error("a bad authority caused a dial")
+	}
+}
