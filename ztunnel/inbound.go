@@ -68,7 +68,7 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 	if w := snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr()); w != nil {
 		ci.SrcWorkload = w
 	}
-	if h := hbone.ForwardedHost(r.Header.Get("forwarded")); h != "" {
+	if h := hbone.ForwardedHost(r.Header.Get(hbone.HeaderForwarded)); h != "" {
 		ci.DstService = h
 	}
 	up, err := pod.dialApp(ctx, ci.Src.Addr(), ci.Dst)

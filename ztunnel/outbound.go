@@ -97,10 +97,10 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if svc != nil {
 		host = svc.Hostname
 	}
-	hdr.Set("forwarded", hbone.Forwarded(ci.Src, host))
-	hdr.Set("traceparent", hbone.NewTraceparent())
+	hdr.Set(hbone.HeaderForwarded, hbone.Forwarded(ci.Src, host))
+	hdr.Set(hbone.HeaderTraceparent, hbone.NewTraceparent())
 	if b := baggage(src, pod.p.cfg.ClusterID); b != "" {
-		hdr.Set("baggage", b)
+		hdr.Set(hbone.HeaderBaggage, b)
 	}
 	ctx, cancel := context.WithTimeout(pod.ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
@@ -183,36 +183,20 @@ func baggage(w *workload.Workload, cluster string) string {
 	if w.ClusterID != "" {
 		cluster = w.ClusterID
 	}
-	kv := [][2]string{
-		{"k8s.cluster.name", cluster},
-		{"k8s.namespace.name", w.Namespace},
-	}
+	kvs := []hbone.KV{{Key: "k8s.cluster.name", Value: cluster}, {Key: "k8s.namespace.name", Value: w.Namespace}}
 	if w.WorkloadName != "" {
 		typ := strings.ToLower(w.WorkloadType)
 		if typ == "" {
 			typ = "deployment"
 		}
-		kv = append(kv, [2]string{"k8s." + typ + ".name", w.WorkloadName})
+		kvs = append(kvs, hbone.KV{Key: "k8s." + typ + ".name", Value: w.WorkloadName})
 	}
-	kv = append(kv,
-		[2]string{"service.name", w.CanonicalName},
-		[2]string{"service.version", w.CanonicalRevision},
-		[2]string{"cloud.region", w.Locality.Region},
-		[2]string{"cloud.availability_zone", w.Locality.Zone},
-	)
-	var b strings.Builder
-	for _, p := range kv {
-		if p[1] == "" {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(p[0])
-		b.WriteByte('=')
-		b.WriteString(p[1])
-	}
-	return b.String()
+	return hbone.Baggage(append(kvs,
+		hbone.KV{Key: "service.name", Value: w.CanonicalName},
+		hbone.KV{Key: "service.version", Value: w.CanonicalRevision},
+		hbone.KV{Key: "cloud.region", Value: w.Locality.Region},
+		hbone.KV{Key: "cloud.availability_zone", Value: w.Locality.Zone},
+	))
 }
 
 // resetClose closes c with a TCP reset, so the client sees a failed connection rather than
