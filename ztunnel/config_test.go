@@ -1,10 +1,11 @@
 package ztunnel
 
 import (
-	"github.com/ztunnel-go/ztunnel/workload"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 func envOf(kv map[string]string) func(string) string {
