@@ -1,0 +1,40 @@
+// Package testbed builds a simulated Kubernetes-like cluster out of Linux network namespaces on the
+// local machine, so the node proxy can be run end to end without a real cluster.
+//
+// # Topology
+//
+// A "fabric" network namespace holds a bridge. Each node is a network namespace with eth0 (a veth to
+// the fabric bridge) addressed from [Config.NodeSubnet] (172.30.0.<i>/16 by default), IP forwarding
+// on, and routes to the other nodes' pod subnets through their node IPs. Each node also has a bridge
+// that is the gateway (10.40.<i>.1/24 by default) of its pods. A pod is a network namespace with eth0
+// (a veth to its node's bridge), an address 10.40.<i>.<n>/24 and a default route through the gateway.
+// Service VIPs (e.g. from 10.96.0.0/16) are routed nowhere: only the proxy's redirection makes them
+// answer.
+//
+// Every namespace, bridge and file carries a run ID (e.g. "ztb1a2b"); a state directory
+// (/run/ztunnel-testbed/<run ID>/ by default) records the owning process so that [Cleanup] can remove
+// the leftovers of a crashed run. [Cluster.Close] removes everything a run created.
+//
+// # Proxies and the node agent
+//
+// When [Config.Ztunnel] names a proxy binary, [New] starts one proxy per node inside the node's
+// namespace and plays istio-cni for it: a ZDS server per node (the proxy connects to it through
+// INPOD_UDS) and, for each enrolled pod, the in-pod redirection rules plus the AddWorkload message
+// (see package redirect/nodeagent). The proxies share one local config file (LOCAL_XDS_PATH) that the
+// testbed regenerates from its model of pods and services after every change, and a CA generated once
+// per run (CA_CERT, CA_KEY). After each change the testbed waits until every proxy logged
+// `msg="local config loaded"` with `sha256=<hex of the file>` (or, with Config.ConfigSettle, for a
+// fixed time), so a call that changes the config returns once the proxies use it.
+//
+// # Pods
+//
+// [Pod] offers helloworld and echo servers and HTTP/TCP clients whose sockets are created inside the
+// pod's namespace, unmarked, so the pod's redirection applies to them as to a real application.
+//
+// RunS1 runs acceptance scenario S1 (locality failover) on a three-node cluster.
+//
+// # Concurrency
+//
+// A [Cluster]'s methods are safe for concurrent use. Everything here needs root (CAP_NET_ADMIN and
+// CAP_SYS_ADMIN), except rendering the local config.
+package testbed

@@ -1,0 +1,223 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// configLoadedMsg is the text of the proxy's log line after it (re)loads its local config; the line
+// carries the file's hex SHA-256 as attribute sha256=<hex>.
+const configLoadedMsg = "local config loaded"
+
+// startProxies starts a node agent and a proxy in every node, then waits for the first config load.
+func (c *Cluster) startProxies(ctx context.Context) error {
+	for _, n := range c.nodes {
+		n.sockPath = filepath.Join(c.dir, n.spec.Name+".zds.sock")
+		n.logPath = filepath.Join(c.dir, n.spec.Name+".log")
+		a, err := startNodeAgent(n.sockPath, c.log.With("node", n.spec.Name))
+		if err != nil {
+			return err
+		}
+		n.agent = a
+		env := append([]string{
+			"PATH=" + os.Getenv("PATH"),
+			"LOCAL_XDS_PATH=" + c.configPath,
+			"XDS_ADDRESS=",
+			"CA_CERT=" + c.caCert,
+			"CA_KEY=" + c.caKey,
+			"TRUST_DOMAIN=" + TrustDomain,
+			"NODE_NAME=" + n.spec.Name,
+			"CLUSTER_ID=" + n.spec.Cluster,
+			"NETWORK=" + n.spec.Network,
+			"INPOD_UDS=" + n.sockPath,
+			"LOG_LEVEL=" + c.cfg.ProxyLogLevel,
+		}, c.cfg.ExtraEnv...)
+		p, err := startProxy(n.spec.Name, n.netns, c.cfg.Ztunnel, env, n.logPath)
+		if err != nil {
+			return err
+		}
+		n.proxy = p
+		if err := writeIdent(filepath.Join(c.stateDir, proxyPrefix+n.spec.Name), p.ident); err != nil {
+			return err
+		}
+		c.log.Info("proxy started", "node", n.spec.Name, "pid", p.ident.pid, "log", n.logPath)
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	defer cancel()
+	if err := c.WaitConfigApplied(wctx); err != nil {
+		var tails strings.Builder
+		c.writeProxyLogTails(&tails, 5)
+		return fmt.Errorf("start proxies: %w\n%s", err, strings.TrimRight(tails.String(), "\n"))
+	}
+	return nil
+}
+
+// proxyProc is one running proxy process.
+type proxyProc struct {
+	node    string
+	logPath string
+	cmd     *exec.Cmd
+	ident   procIdent
+	done    chan struct{} // closed once the process has exited and waitErr is set
+	waitErr error
+
+	mu      sync.Mutex      // guards offset, partial, hashes
+	offset  int64           // bytes of the log already scanned
+	partial []byte          // an incomplete last line
+	hashes  map[string]bool // config hashes the proxy reported loading
+}
+
+// startProxy runs binary in the network namespace ns with env, stdout and stderr to logPath. The
+// process is started from a locked OS thread that stays alive until the process exits, so its
+// parent-death signal (SIGKILL) fires only when this process dies, never on a thread exit.
+func startProxy(node, ns, binary string, env []string, logPath string) (*proxyProc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, binary)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a terminal's Ctrl-C reaches the testbed, which then stops the proxies in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	p := &proxyProc{node: node, logPath: logPath, cmd: cmd, done: make(chan struct{}), hashes: map[string]bool{}}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer logf.Close()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
+	}
+	// `ip netns exec` execs the binary in place, so the PID is the proxy's.
+	p.ident, err = identify(cmd.Process.Pid)
+	if err != nil {
+		p.stop(time.Second)
+		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
+	}
+	return p, nil
+}
+
+// exited returns the exit error (non-nil) if the process has exited, else nil.
+func (p *proxyProc) exited() error {
+	select {
+	case <-p.done:
+		err := p.waitErr
+		if err == nil {
+			err = errors.New("exited with status 0")
+		}
+		return fmt.Errorf("proxy on %s exited: %w; log %s ends with:\n%s", p.node, err, p.logPath, p.logTail(20))
+	default:
+		return nil
+	}
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILLs. It returns once the process is gone.
+func (p *proxyProc) stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(grace):
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// loaded reports whether the proxy logged loading the config with this hash. It scans the part of
+// the log written since the last call.
+func (p *proxyProc) loaded(hash string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return false, fmt.Errorf("read proxy log: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(p.offset, io.SeekStart); err != nil {
+		return false, fmt.Errorf("read proxy log: %w", err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return false, fmt.Errorf("read proxy log: %w", err)
+	}
+	p.offset += int64(len(b))
+	data := append(p.partial, b...)
+	lines := bytes.Split(data, []byte("\n"))
+	p.partial = append([]byte(nil), lines[len(lines)-1]...)
+	for _, l := range lines[:len(lines)-1] {
+		if h, ok := parseLoadedLine(string(l)); ok {
+			p.hashes[h] = true
+		}
+	}
+	return p.hashes[hash], nil
+}
+
+// parseLoadedLine extracts the hash from a "local config loaded" log line, in slog text
+// (sha256=<hex>) or JSON ("sha256":"<hex>") form.
+func parseLoadedLine(line string) (string, bool) {
+	if !strings.Contains(line, configLoadedMsg) {
+		return "", false
+	}
+	for _, key := range []string{"sha256=", `"sha256":"`, `"sha256": "`} {
+		if i := strings.Index(line, key); i >= 0 {
+			rest := line[i+len(key):]
+			end := strings.IndexFunc(rest, func(r rune) bool {
+				return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F')
+			})
+			if end < 0 {
+				end = len(rest)
+			}
+			if end > 0 {
+				return strings.ToLower(rest[:end]), true
+			}
+		}
+	}
+	return "", false
+}
+
+// writeProxyLogTails prints the last n lines of every proxy's log.
+func (c *Cluster) writeProxyLogTails(w io.Writer, n int) {
+	for _, nd := range c.nodes {
+		if nd.proxy != nil {
+			fmt.Fprintf(w, "--- last lines of the proxy log of %s (%s):\n%s\n", nd.spec.Name, nd.logPath, nd.proxy.logTail(n))
+		}
+	}
+}
+
+// logTail returns the last n lines of the proxy log.
+func (p *proxyProc) logTail(n int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
