@@ -65,10 +65,9 @@ func twoNodes(t *testing.T) *testbed.Cluster {
 			{Name: "node1", Region: "r1", Zone: "z1"},
 			{Name: "node2", Region: "r1", Zone: "z2"},
 		},
-		Ztunnel:      ztunnelBin,
-		ConfigSettle: 1500 * time.Millisecond,
-		StateRoot:    t.TempDir(),
-		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Ztunnel:   ztunnelBin,
+		StateRoot: t.TempDir(),
+		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
 	if err != nil {
 		t.Fatalf("testbed: %v", err)

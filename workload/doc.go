@@ -1,0 +1,17 @@
+// Package workload is the node proxy's view of the mesh: an immutable model of workloads,
+// services and L4 authorization policies, an index over that model (Snapshot), a Store that
+// publishes whole snapshots atomically, and the local-config source (LOCAL_XDS_PATH /
+// LOCAL_XDS) that builds snapshots from YAML.
+//
+// The model is proto-agnostic: the xDS client converts WDS resources into these types and
+// feeds the same Store through the same NewSnapshot constructor as the local config does.
+// Field meanings, defaults and enum spellings follow the reference ztunnel
+// (ztunnel-behavior.md §3.1, §3.2, §5, §7.2).
+//
+// # Concurrency
+//
+// A Snapshot and everything reachable from it are immutable once NewSnapshot returns; any
+// number of goroutines may read them without locking. A Store swaps snapshots with an atomic
+// pointer, so Store.Load never blocks. FileSource.Run is the only writer of its Store; its
+// Last and ReloadFailures methods are safe to call from any goroutine.
+package workload

@@ -1,0 +1,196 @@
+package workload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// FileSource feeds a Store from a local config file (LOCAL_XDS_PATH) and reloads it when it
+// changes. Changes are found by polling: every Interval the file is stat'ed (following
+// symlinks) and, if its identity (device, inode), size or mtime changed, read and hashed;
+// only new content is parsed. This catches in-place writes, atomic renames and the symlink
+// swaps Kubernetes uses for ConfigMap volumes.
+//
+// A bad reload is logged with the full error and counted (ReloadFailures); the last good
+// snapshot stays in the Store. The same bad content is reported once, not on every poll.
+//
+// Load and Run must not be called concurrently with each other; Last and ReloadFailures may
+// be called from any goroutine.
+type FileSource struct {
+	Path  string // required
+	Store *Store // required; receives every good snapshot
+	// Interval between polls. Zero means 1 s.
+	Interval time.Duration
+	// Logger for reloads and reload failures. Nil means slog.Default().
+	Logger *slog.Logger
+
+	last     atomic.Pointer[LocalConfig] // last good config
+	failures atomic.Uint64
+
+	// Owned by the goroutine calling Load/Run.
+	seen     fileStamp         // stat of the last file version read (good or bad)
+	hash     [sha256.Size]byte // of the last content parsed (good or bad)
+	hasHash  bool              // hash is valid
+	goodHash [sha256.Size]byte // of the content of last
+	lastErr  string            // text of the last reported failure, to report each one once
+}
+
+// fileStamp identifies one version of a file without reading it.
+type fileStamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64 // Unix nanoseconds
+}
+
+func stampOf(fi fs.FileInfo) fileStamp {
+	s := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	s.dev, s.ino = fileID(fi)
+	return s
+}
+
+func (f *FileSource) withDefaults() {
+	if f.Interval <= 0 {
+		f.Interval = time.Second
+	}
+	if f.Logger == nil {
+		f.Logger = slog.Default()
+	}
+}
+
+// Load reads, parses and publishes the file once. An error means nothing was published; the
+// caller should exit non-zero.
+func (f *FileSource) Load() error {
+	f.withDefaults()
+	if f.Store == nil {
+		return errors.New("load local config: FileSource.Store is nil")
+	}
+	fi, err := os.Stat(f.Path)
+	if err != nil {
+		return fmt.Errorf("load local config: %w", err)
+	}
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return fmt.Errorf("load local config: %w", err)
+	}
+	f.remember(stampOf(fi))
+	if err := f.apply(data); err != nil {
+		return fmt.Errorf("load local config: %w", err)
+	}
+	f.logLoaded()
+	return nil
+}
+
+// Run polls the file until ctx is done, then returns nil. Call Load first; if it was not
+// called, the first poll loads the file.
+func (f *FileSource) Run(ctx context.Context) error {
+	f.withDefaults()
+	if f.Store == nil {
+		return errors.New("watch local config: FileSource.Store is nil")
+	}
+	t := time.NewTicker(f.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			f.poll()
+		}
+	}
+}
+
+// Last returns the last good config, or nil before the first successful load.
+func (f *FileSource) Last() *LocalConfig { return f.last.Load() }
+
+// ReloadFailures returns how many reloads failed: the file could not be read, parsed or
+// indexed. A failure that persists across polls is counted once.
+func (f *FileSource) ReloadFailures() uint64 { return f.failures.Load() }
+
+// poll reloads the file if it changed.
+func (f *FileSource) poll() {
+	fi, err := os.Stat(f.Path)
+	if err != nil {
+		f.seen = fileStamp{}
+		f.reportFailure(fmt.Errorf("reload local config: %w", err))
+		return
+	}
+	stamp := stampOf(fi)
+	if stamp == f.seen {
+		return
+	}
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		f.reportFailure(fmt.Errorf("reload local config: %w", err))
+		return
+	}
+	f.remember(stamp)
+	if sum := sha256.Sum256(data); f.hasHash && sum == f.hash {
+		if sum == f.goodHash {
+			f.lastErr = "" // back to the good content after a read failure
+		}
+		return // touched, re-linked, or still the same bad content
+	}
+	if err := f.apply(data); err != nil {
+		f.reportFailure(fmt.Errorf("reload local config: %w", err))
+		return
+	}
+	f.lastErr = ""
+	f.logLoaded()
+}
+
+// logLoaded logs the config now in force. The sha256 attribute (hex of the file content) lets
+// tools that rewrite the file see when this process has applied their version.
+func (f *FileSource) logLoaded() {
+	cfg := f.last.Load()
+	f.Logger.Info("local config loaded", "path", f.Path, "sha256", hex.EncodeToString(f.goodHash[:]),
+		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies))
+}
+
+// racyWindow: a file modified this recently may change again without its stat changing
+// (coarse mtime), so its stamp is not trusted and the next poll re-reads and re-hashes it.
+const racyWindow = 2 * time.Second
+
+func (f *FileSource) remember(stamp fileStamp) {
+	f.seen = stamp
+	if time.Since(time.Unix(0, stamp.mtime)) < racyWindow {
+		f.seen = fileStamp{}
+	}
+}
+
+// apply parses data and publishes it. The hash is recorded either way, so the same bad
+// content is not parsed again.
+func (f *FileSource) apply(data []byte) error {
+	f.hash, f.hasHash = sha256.Sum256(data), true
+	cfg, err := ParseLocalConfig(f.Path, data)
+	if err != nil {
+		return err
+	}
+	snap, err := cfg.Snapshot()
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	}
+	f.goodHash = f.hash
+	f.last.Store(cfg)
+	f.Store.Replace(snap)
+	return nil
+}
+
+// reportFailure counts and logs a failed reload, unless it repeats the previous failure
+// (a file that stays missing or bad is one failure, not one per poll).
+func (f *FileSource) reportFailure(err error) {
+	msg := err.Error()
+	if msg == f.lastErr {
+		return
+	}
+	f.lastErr = msg
+	f.failures.Add(1)
+	f.Logger.Error("local config reload failed; keeping the last good config", "path", f.Path, "error", err)
+}

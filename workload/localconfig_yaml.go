@@ -1,0 +1,200 @@
+package workload
+
+import (
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConfigError is an error in a local config. It names where the problem is: the source
+// (file path or "LOCAL_XDS"), the entry (e.g. `workloads[2] (uid "c1//v1/Pod/ns/a")`), the
+// field inside the entry (e.g. "workloadIps[0]") and the YAML line.
+type ConfigError struct {
+	Source string
+	Entry  string // "" for errors outside any entry
+	Field  string // "" when the error is about the entry (or document) as a whole
+	Line   int    // 1-based; 0 if unknown
+	Err    error
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Source)
+	for _, part := range []string{e.Entry, e.Field} {
+		if part != "" {
+			b.WriteString(": ")
+			b.WriteString(part)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	if e.Line > 0 {
+		fmt.Fprintf(&b, " (line %d)", e.Line)
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// maxNodes bounds the YAML nodes a decoder visits, so alias expansion ("billion laughs")
+// cannot blow up.
+const maxNodes = 1 << 20
+
+// decoder walks a yaml.Node tree. Every method takes the field path of the node it decodes
+// and returns *ConfigError values naming it.
+type decoder struct {
+	source string
+	entry  string // label of the entry being decoded
+	budget int    // nodes left to visit
+}
+
+// handler decodes the value of one mapping field; field is its path.
+type handler func(v *yaml.Node, field string) error
+
+func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &ConfigError{Source: d.source, Entry: d.entry, Field: field, Line: line, Err: fmt.Errorf(format, args...)}
+}
+
+// resolve follows aliases and charges the node budget.
+func (d *decoder) resolve(n *yaml.Node, field string) (*yaml.Node, error) {
+	for depth := 0; n != nil && n.Kind == yaml.AliasNode; depth++ {
+		if depth > 100 || n.Alias == nil {
+			return nil, d.fail(n, field, "unresolvable alias")
+		}
+		n = n.Alias
+	}
+	d.budget--
+	if d.budget < 0 {
+		return nil, d.fail(n, field, "document too large (more than %d YAML nodes after alias expansion)", maxNodes)
+	}
+	return n, nil
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "a document"
+}
+
+func join(field, name string) string {
+	if field == "" {
+		return name
+	}
+	return field + "." + name
+}
+
+// mapping decodes a mapping whose keys must all be in fields. Null values count as absent.
+// Each name in required must be present.
+func (d *decoder) mapping(n *yaml.Node, field string, fields map[string]handler, required ...string) error {
+	n, err := d.resolve(n, field)
+	if err != nil {
+		return err
+	}
+	if isNull(n) {
+		empty := &yaml.Node{Kind: yaml.MappingNode}
+		if n != nil {
+			empty.Line = n.Line
+		}
+		n = empty
+	}
+	if n.Kind != yaml.MappingNode {
+		return d.fail(n, field, "want a mapping, got %s", kindName(n))
+	}
+	present := make(map[string]bool, len(n.Content)/2) // keys in the document
+	seen := make(map[string]bool, len(n.Content)/2)    // keys with a non-null value
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return d.fail(k, field, "want a field name, got %s", kindName(k))
+		}
+		h, ok := fields[k.Value]
+		if !ok {
+			return d.fail(k, join(field, k.Value), "unknown field%s", suggest(k.Value, fields))
+		}
+		if present[k.Value] {
+			return d.fail(k, join(field, k.Value), "field set twice")
+		}
+		present[k.Value] = true
+		rv, err := d.resolve(v, join(field, k.Value))
+		if err != nil {
+			return err
+		}
+		if isNull(rv) {
+			continue
+		}
+		seen[k.Value] = true
+		if err := h(rv, join(field, k.Value)); err != nil {
+			return err
+		}
+	}
+	for _, r := range required {
+		if !seen[r] {
+			return d.fail(n, join(field, r), "missing required field")
+		}
+	}
+	return nil
+}
+
+// suggest returns a hint naming the known field that differs only in case from name.
+func suggest(name string, fields map[string]handler) string {
+	for f := range fields {
+		if strings.EqualFold(f, name) {
+			return fmt.Sprintf(" (did you mean %q?)", f)
+		}
+	}
+	return ""
+}
+
+// scalarValue looks up the string value of field name in mapping n without decoding the
+// rest; "" if absent or not a scalar. Used to label entries before decoding them.
+func scalarValue(n *yaml.Node, name string) string {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == name && n.Content[i+1].Kind == yaml.ScalarNode && !isNull(n.Content[i+1]) {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+// seq decodes a list (null = empty), calling fn for each item.
+func (d *decoder) seq(n *yaml.Node, field string, fn func(item *yaml.Node, field string) error) error {
+	n, err := d.resolve(n, field)
+	if err != nil || isNull(n) {
+		return err
+	}
+	if n.Kind != yaml.SequenceNode {
+		return d.fail(n, field, "want a list, got %s", kindName(n))
+	}
+	for i, item := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		item, err := d.resolve(item, f)
+		if err != nil {
+			return err
+		}
+		if err := fn(item, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
