@@ -26,16 +26,26 @@ import (
 func main() {
 	ztunnel := flag.String("ztunnel", "", `path of the proxy binary (default: "ztunnel" in PATH)`)
 	verbose := flag.Bool("v", false, "debug logging (every ip command)")
-	settle := flag.Duration("settle", 0, "after a config change wait this long instead of watching the proxy logs for\n`msg=\"local config loaded\" sha256=...` (for proxies that do not log it)")
+	settle := flag.Duration("settle", 0, "after a config change, wait this `duration` instead of watching the proxy logs\nfor msg=\"local config loaded\" sha256=... (for proxies that do not log it)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags] demo|up|down\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() != 1 {
+	// Flags may also follow the command: testbed demo -ztunnel bin/ztunnel.
+	if flag.NArg() >= 1 {
+		cmd, rest := flag.Arg(0), flag.Args()[1:]
+		flag.CommandLine.Parse(rest)
+		if flag.NArg() != 0 {
+			flag.Usage()
+			os.Exit(2)
+		}
+		os.Args = append(os.Args[:1], cmd)
+	} else {
 		flag.Usage()
 		os.Exit(2)
 	}
+	command := os.Args[1]
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -43,7 +53,7 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, flag.Arg(0), testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}); err != nil {
+	if err := run(ctx, command, testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}); err != nil {
 		fmt.Fprintln(os.Stderr, "testbed:", err)
 		stop()
 		os.Exit(1)
