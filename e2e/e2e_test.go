@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,14 +23,11 @@ import (
 	"github.com/ztunnel-go/ztunnel/testbed"
 )
 
-// ztunnelBin is the proxy binary built once for all tests (empty when not root).
+// ztunnelBin is the proxy binary built once for all tests.
 var ztunnelBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() != 0 {
-			return m.Run() // every test skips
-		}
 		dir, err := os.MkdirTemp("", "zt-e2e-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -362,6 +360,90 @@ func TestProxyPortsRefused(t *testing.T) {
 	conn.(*net.TCPConn).CloseWrite()
 	if b, err := io.ReadAll(conn); err != nil || string(b) != "ok" {
 		t.Fatalf("echo after refusals: %q, %v", b, err)
+	}
+}
+
+// TestUnenrollRemovesRulesAndListeners: when the node agent removes a pod from the mesh, its
+// redirection rules and the proxy's listeners inside it are gone, and it is reached as a plain
+// TCP workload.
+func TestUnenrollRemovesRulesAndListeners(t *testing.T) {
+	c := twoNodes(t)
+	srv := addPod(t, c, testbed.PodSpec{Name: "server", Node: "node2", Enrolled: true})
+	client := addPod(t, c, testbed.PodSpec{Name: "client", Node: "node1", Enrolled: true})
+	outsider := addPod(t, c, testbed.PodSpec{Name: "outsider", Node: "node1"})
+	serve(t, srv, 8080, echo)
+	hboneAddr := netip.AddrPortFrom(srv.IP(), 15008).String()
+
+	rules := func() string {
+		out, err := exec.Command("ip", "netns", "exec", srv.NetNSName(), "iptables-save").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables-save in %s: %v\n%s", srv.NetNSName(), err, out)
+		}
+		ipRules, _ := exec.Command("ip", "netns", "exec", srv.NetNSName(), "ip", "rule").CombinedOutput()
+		return string(out) + string(ipRules)
+	}
+	if r := rules(); !strings.Contains(r, "ISTIO_PRERT") || !strings.Contains(r, "0x111/0xfff") {
+		t.Fatalf("enrolled pod lacks redirection rules:\n%s", r)
+	}
+	conn := dial(t, outsider, hboneAddr) // the HBONE listener is up
+	conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.UnenrollPod(ctx, "server"); err != nil {
+		t.Fatal(err)
+	}
+	if r := rules(); strings.Contains(r, "ISTIO_") || strings.Contains(r, "0x111/0xfff") {
+		t.Fatalf("unenrolled pod still has redirection rules:\n%s", r)
+	}
+	if c, err := outsider.Dial(ctx, hboneAddr); err == nil {
+		c.Close()
+		t.Fatal("the HBONE listener still accepts after the pod left the mesh")
+	} else if !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dial %s after unenroll: %v, want connection refused", hboneAddr, err)
+	}
+	addr := netip.AddrPortFrom(srv.IP(), 8080).String()
+	conn = dial(t, client, addr)
+	io.WriteString(conn, "plain")
+	conn.(*net.TCPConn).CloseWrite()
+	if b, err := io.ReadAll(conn); err != nil || string(b) != "plain" {
+		t.Fatalf("echo after unenroll: %q, %v", b, err)
+	}
+	waitLog(t, c, "node1", "connection complete", "protocol=TCP", "dst.addr="+addr)
+}
+
+// TestBadConfigExitsNonZero: a proxy started with a bad config file exits non-zero with an
+// error naming the file, the entry and the field. Needs no root.
+func TestBadConfigExitsNonZero(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	bad := "workloads:\n- uid: c1//v1/Pod/default/a\n  name: a\n  namespace: default\n  workloadIps: [\"10.0.0.300\"]\n"
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ztunnelBin)
+	cmd.Env = []string{"LOCAL_XDS_PATH=" + path, "INPOD_UDS=" + filepath.Join(dir, "zds.sock")}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			t.Fatalf("proxy with a bad config: %v, want a non-zero exit", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("proxy with a bad config kept running")
+	}
+	for _, want := range []string{path, "workloads[0]", "workloadIps[0]", "10.0.0.300"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("error output does not mention %q:\n%s", want, stderr.String())
+		}
 	}
 }
 

@@ -227,6 +227,36 @@ func (c *Cluster) DeletePod(ctx context.Context, name string) error {
 	return nil
 }
 
+// UnenrollPod takes a running pod out of the mesh, as removing the namespace's
+// istio.io/dataplane-mode label does: the node agent tells the proxy to drop it and removes its
+// redirection rules, and the config lists it as a plain TCP workload. The pod keeps running.
+func (c *Cluster) UnenrollPod(ctx context.Context, name string) error {
+	c.mu.Lock()
+	p := c.pods[name]
+	enrolled := p != nil && p.rec.Enrolled
+	if enrolled {
+		p.rec.Enrolled = false
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("unenroll pod %s: no such pod", name)
+	}
+	if !enrolled {
+		return fmt.Errorf("unenroll pod %s: not enrolled", name)
+	}
+	c.log.Info("unenrolling pod", "pod", name, "node", p.rec.Node)
+	if err := p.node.agent.DelPod(ctx, p.uid); err != nil {
+		return fmt.Errorf("unenroll pod %s: node agent: %w", name, err)
+	}
+	if err := c.WriteConfig(); err != nil {
+		return fmt.Errorf("unenroll pod %s: %w", name, err)
+	}
+	if err := c.WaitConfigApplied(ctx); err != nil {
+		return fmt.Errorf("unenroll pod %s: %w", name, err)
+	}
+	return nil
+}
+
 // teardown stops the pod's servers and deletes its veth and namespace.
 func (p *Pod) teardown(ctx context.Context) error {
 	p.stopServers()
