@@ -16,16 +16,24 @@ import (
 )
 
 // serveHBONE handles one CONNECT stream that arrived on the pod's port 15008:
-// validate the target → dial the pod's application from the client's address → 200 → splice.
-// Status codes as the reference (ztunnel-behavior.md §2.2): 400 for a bad target, 503 when the
-// application cannot be reached or the port is a proxy port.
+// validate the target → authorize → dial the pod's application from the client's address →
+// 200 → splice. Status codes as the reference (ztunnel-behavior.md §2.2): 400 for a bad
+// target, 401 when a policy denies, 503 when the application cannot be reached or the port is
+// a proxy port. The connection stays subject to policy changes while it is open.
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
 		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
+	var peer *certs.Identity
 	if id, err := certs.PeerIdentity(r.TLS); err == nil {
+		peer = &id
 		ci.SrcIdentity = id.String()
 	}
-	code, up, err := pod.connectInbound(ctx, r, ci)
+	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	defer cancel(nil)
+	ic := &inboundConn{cancel: cancel}
+	defer pod.inboundConns.track(ic)()
+
+	code, up, err := pod.connectInbound(ctx, r, ci, ic, peer)
 	if err != nil {
 		r.Reject(code, err.Error())
 		logConn(pod.log, ci, spliceResult{}, err)
@@ -37,11 +45,11 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 		logConn(pod.log, ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
 		return
 	}
-	res := splice(pod.ctx, st, up)
+	res := splice(connCtx, st, up)
 	logConn(pod.log, ci, res, nil)
 }
 
-func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo) (int, net.Conn, error) {
+func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, ic *inboundConn, peer *certs.Identity) (int, net.Conn, error) {
 	host, port, err := hbone.ParseAuthority(r.Authority)
 	if err != nil {
 		return http.StatusBadRequest, nil, fmt.Errorf("bad :authority %q: %w", r.Authority, err)
@@ -60,16 +68,14 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 	if illegalPort(port) {
 		return http.StatusServiceUnavailable, nil, fmt.Errorf("refusing connection to proxy port %d (would loop)", port)
 	}
-	snap := pod.p.store.Load()
-	if w := snap.WorkloadByAddr(pod.p.cfg.Network, ip); w != nil {
-		ci.DstWorkload = w
-		ci.DstIdentity = pod.p.identityOf(w).String()
-	}
-	if w := snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr()); w != nil {
-		ci.SrcWorkload = w
-	}
 	if h := hbone.ForwardedHost(r.Header.Get(hbone.HeaderForwarded)); h != "" {
 		ci.DstService = h
+	}
+	if err := pod.admit(ctx, ci, ic, peer); err != nil {
+		if _, denied := err.(*policyError); denied {
+			return http.StatusUnauthorized, nil, err
+		}
+		return http.StatusServiceUnavailable, nil, err
 	}
 	up, err := pod.dialApp(ctx, ci.Src.Addr(), ci.Dst)
 	if err != nil {
@@ -78,21 +84,44 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 	return http.StatusOK, up, nil
 }
 
+// admit finds the pod's own workload (waiting briefly if the pod is newer than the config) and
+// the client's, and applies the pod's authorization policies. ic must already be tracked, so a
+// policy change after this check is not missed.
+func (pod *podProxy) admit(ctx context.Context, ci *connInfo, ic *inboundConn, peer *certs.Identity) error {
+	dst, err := pod.p.sourceWorkload(ctx, pod, ci.Dst.Addr())
+	if err != nil {
+		return fmt.Errorf("unknown destination workload: %w", err)
+	}
+	ci.DstWorkload = dst
+	ci.DstIdentity = pod.p.identityOf(dst).String()
+	snap := pod.p.store.Load()
+	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
+	ic.conn = authzConn(ci.Src, ci.Dst, peer)
+	ic.dstUID = dst.UID
+	return authorize(snap, dst, ic.conn)
+}
+
 // handleInboundPlaintext proxies a plaintext connection the pod's redirection sent to port
-// 15006: the original destination is the pod itself.
+// 15006: the original destination is the pod itself. There is no peer identity, so only
+// policies that allow unauthenticated clients let it through.
 func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 	ci := &connInfo{Direction: "inbound", Protocol: "TCP", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
-	up, err := pod.connectPlaintext(c, ci)
+	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	defer cancel(nil)
+	ic := &inboundConn{cancel: cancel}
+	defer pod.inboundConns.track(ic)()
+
+	up, err := pod.connectPlaintext(c, ci, ic)
 	if err != nil {
 		resetClose(c)
 		logConn(pod.log, ci, spliceResult{}, err)
 		return
 	}
-	res := splice(pod.ctx, c, up)
+	res := splice(connCtx, c, up)
 	logConn(pod.log, ci, res, nil)
 }
 
-func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo) (net.Conn, error) {
+func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, ic *inboundConn) (net.Conn, error) {
 	dst, err := redirect.OriginalDst(c)
 	if err != nil {
 		return nil, fmt.Errorf("original destination: %w", err)
@@ -101,9 +130,9 @@ func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo) (net.Conn, error
 	if illegalPort(dst.Port()) {
 		return nil, fmt.Errorf("refusing plaintext connection to proxy port %d", dst.Port())
 	}
-	snap := pod.p.store.Load()
-	ci.DstWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, dst.Addr())
-	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
+	if err := pod.admit(pod.ctx, ci, ic, nil); err != nil {
+		return nil, err
+	}
 	return pod.dialApp(pod.ctx, ci.Src.Addr(), dst)
 }
 

@@ -34,6 +34,7 @@ type podProxy struct {
 	outbound, inbound, hboneLn net.Listener
 	hboneSrv                   *hbone.Server
 	pool                       *hbone.Pool
+	inboundConns               connTracker // live inbound connections, re-authorized on policy changes
 
 	ctx    context.Context // cancelled (with errPodClosed) when the pod is removed
 	cancel context.CancelCauseFunc
@@ -77,6 +78,8 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 		Handler:   hbone.HandlerFunc(pod.serveHBONE),
 	}
 
+	pod.wg.Add(1)
+	go pod.watchPolicies()
 	pod.goAccept(pod.outbound, pod.handleOutbound)
 	pod.goAccept(pod.inbound, pod.handleInboundPlaintext)
 	pod.wg.Add(1)
