@@ -20,6 +20,24 @@ type Config struct {
 	LocalXDSPath string
 	LocalXDS     string
 
+	// XDS is the istiod connection for workload discovery (XDS_ADDRESS, XDS_ROOT_CA,
+	// ALT_XDS_HOSTNAME, XDS_HEADER_*). XDS.Address empty: no xDS (local config only).
+	// Unset XDS_ADDRESS without a local config means the reference default:
+	// https://istiod.istio-system.svc:15012 in Kubernetes, else https://localhost:15012.
+	XDS ControlPlane
+	// XDSOnDemand fetches addresses from istiod only when a connection needs them (XDS_ON_DEMAND).
+	XDSOnDemand bool
+	// CA is the Istio CA (CA_ADDRESS, CA_ROOT_CA, ALT_CA_HOSTNAME, CA_HEADER_*). CA.Address
+	// empty: the built-in CA issues certificates (local mode).
+	CA ControlPlane
+	// AuthToken is the bearer token file sent to istiod, re-read on every request (AUTH_TOKEN;
+	// ./var/run/secrets/tokens/istio-token when that file exists).
+	AuthToken string
+	// PodName, PodNamespace and InstanceIP identify this proxy to istiod (POD_NAME,
+	// POD_NAMESPACE, INSTANCE_IP); Meta is its node metadata (ISTIO_META_*).
+	PodName, PodNamespace, InstanceIP string
+	Meta                              map[string]string
+
 	// CACertFile and CAKeyFile hold the root of the built-in CA used in local mode
 	// (CA_CERT, CA_KEY). Both empty: a root is generated in memory.
 	CACertFile, CAKeyFile string
@@ -138,9 +156,29 @@ func (c Config) withDefaults() Config {
 
 func ptr[T any](v T) *T { return &v }
 
-// FromEnv reads the configuration from environment variables (getenv is os.Getenv in
-// production). Every malformed value is reported, each naming its variable.
-func FromEnv(getenv func(string) string) (Config, error) {
+// ControlPlane is how to reach one istiod service (xDS or CA).
+type ControlPlane struct {
+	Address     string            // "https://host:port", "http://host:port" (plaintext) or "host:port"
+	RootCA      string            // PEM file path, "SYSTEM", or inline PEM
+	AltHostname string            // name to verify instead of the address's host
+	Headers     map[string]string // extra request metadata
+}
+
+const (
+	defaultRootCA    = "./var/run/secrets/istio/root-cert.pem"
+	defaultAuthToken = "./var/run/secrets/tokens/istio-token"
+)
+
+// FromEnv reads the configuration from an environment (os.Environ() in production). Every
+// malformed value is reported, each naming its variable.
+func FromEnv(environ []string) (Config, error) {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	getenv := func(name string) string { return env[name] }
 	var c Config
 	var errs []error
 	str := func(name string) string { return strings.TrimSpace(getenv(name)) }
@@ -226,13 +264,75 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
-	if xds := str("XDS_ADDRESS"); xds != "" && c.LocalXDSPath == "" && strings.TrimSpace(c.LocalXDS) == "" {
-		errs = append(errs, fmt.Errorf("XDS_ADDRESS=%q: the xDS client is not implemented yet; set LOCAL_XDS_PATH or LOCAL_XDS", xds))
+	local := c.LocalXDSPath != "" || strings.TrimSpace(c.LocalXDS) != ""
+	xdsAddr, xdsSet := env["XDS_ADDRESS"]
+	xdsAddr = strings.TrimSpace(xdsAddr)
+	switch {
+	case xdsSet && xdsAddr != "" && local:
+		errs = append(errs, fmt.Errorf("XDS_ADDRESS=%q and a local config (LOCAL_XDS_PATH/LOCAL_XDS) are both set: use one workload source (XDS_ADDRESS= disables xDS)", xdsAddr))
+	case !xdsSet && !local:
+		xdsAddr = defaultIstiod(env)
+	case !xdsSet:
+		xdsAddr = ""
 	}
-	if c.LocalXDSPath == "" && strings.TrimSpace(c.LocalXDS) == "" && len(errs) == 0 {
-		errs = append(errs, errors.New("no workload source: set LOCAL_XDS_PATH (or LOCAL_XDS)"))
+	c.XDS = ControlPlane{Address: xdsAddr, RootCA: orDefault(str("XDS_ROOT_CA"), defaultRootCA),
+		AltHostname: str("ALT_XDS_HOSTNAME"), Headers: prefixed(env, "XDS_HEADER_")}
+	if b := boolv("XDS_ON_DEMAND"); b != nil {
+		c.XDSOnDemand = *b
+	}
+	caAddr, caSet := env["CA_ADDRESS"]
+	caAddr = strings.TrimSpace(caAddr)
+	switch {
+	case c.CACertFile != "" && caAddr != "":
+		errs = append(errs, fmt.Errorf("CA_ADDRESS=%q and CA_CERT/CA_KEY are both set: use the Istio CA or the built-in one", caAddr))
+	case c.CACertFile != "" || local && !caSet:
+		caAddr = "" // built-in CA
+	case !caSet:
+		caAddr = defaultIstiod(env)
+	}
+	c.CA = ControlPlane{Address: caAddr, RootCA: orDefault(str("CA_ROOT_CA"), defaultRootCA),
+		AltHostname: str("ALT_CA_HOSTNAME"), Headers: prefixed(env, "CA_HEADER_")}
+	if t, ok := env["AUTH_TOKEN"]; ok {
+		c.AuthToken = strings.TrimSpace(t)
+	} else if _, err := os.Stat(defaultAuthToken); err == nil {
+		c.AuthToken = defaultAuthToken
+	}
+	c.PodName, c.PodNamespace, c.InstanceIP = str("POD_NAME"), str("POD_NAMESPACE"), str("INSTANCE_IP")
+	c.Meta = prefixed(env, "ISTIO_META_")
+	if c.XDS.Address == "" && !local {
+		errs = append(errs, errors.New("no workload source: set LOCAL_XDS_PATH (or LOCAL_XDS) or XDS_ADDRESS"))
 	}
 	return c, errors.Join(errs...)
+}
+
+// defaultIstiod is the reference's default control-plane address.
+func defaultIstiod(env map[string]string) string {
+	if env["KUBERNETES_SERVICE_HOST"] != "" {
+		return "https://istiod.istio-system.svc:15012"
+	}
+	return "https://localhost:15012"
+}
+
+// prefixed collects the variables that start with prefix, keyed by the rest of the name
+// (XDS_HEADER_X_FOO=bar => "X_FOO": "bar"); nil when there are none.
+func prefixed(env map[string]string, prefix string) map[string]string {
+	var out map[string]string
+	for k, v := range env {
+		if name, ok := strings.CutPrefix(k, prefix); ok && name != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
 
 // parseDuration accepts Go durations ("5m", "1h30m") and a plain number of seconds.

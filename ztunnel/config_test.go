@@ -8,7 +8,15 @@ import (
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
-func envOf(kv map[string]string) func(string) string {
+func envOf(kv map[string]string) []string {
+	var out []string
+	for k, v := range kv {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+func getenvOf(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
 }
 
@@ -74,7 +82,6 @@ func TestFromEnvErrorsNameTheVariable(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{map[string]string{}, []string{"LOCAL_XDS_PATH"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "LOCAL_XDS": "b"}, []string{"mutually exclusive"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PACKET_MARK": "lots"}, []string{"PACKET_MARK", "lots"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PACKET_MARK": "0"}, []string{"PACKET_MARK"}},
@@ -84,7 +91,9 @@ func TestFromEnvErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"LOCAL_XDS_PATH": "a", "HTTP2_FRAME_SIZE": "99999999"}, []string{"HTTP2_FRAME_SIZE"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "CA_CERT": "x"}, []string{"CA_CERT and CA_KEY"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PROXY_MODE": "dedicated"}, []string{"PROXY_MODE", "dedicated"}},
-		{map[string]string{"XDS_ADDRESS": "istiod:15012"}, []string{"XDS_ADDRESS", "not implemented"}},
+		{map[string]string{"XDS_ADDRESS": "istiod:15012", "LOCAL_XDS_PATH": "a"}, []string{"XDS_ADDRESS", "LOCAL_XDS_PATH"}},
+		{map[string]string{"XDS_ADDRESS": ""}, []string{"no workload source"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "CA_CERT": "c", "CA_KEY": "k", "CA_ADDRESS": "istiod:15012"}, []string{"CA_ADDRESS", "CA_CERT"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "TERMINATION_GRACE_PERIOD_SECONDS": "-3"}, []string{"TERMINATION_GRACE_PERIOD_SECONDS"}},
 		// Several bad values are all reported at once.
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PACKET_MARK": "x", "SECRET_TTL": "y"}, []string{"PACKET_MARK", "SECRET_TTL"}},
@@ -104,13 +113,13 @@ func TestFromEnvErrorsNameTheVariable(t *testing.T) {
 }
 
 func TestNewLogger(t *testing.T) {
-	if _, lv, err := NewLogger(envOf(map[string]string{"RUST_LOG": "access=debug,warn"})); err != nil || lv.Level().String() != "WARN" {
+	if _, lv, err := NewLogger(getenvOf(map[string]string{"RUST_LOG": "access=debug,warn"})); err != nil || lv.Level().String() != "WARN" {
 		t.Errorf("RUST_LOG global level: %v %v", lv.Level(), err)
 	}
-	if _, _, err := NewLogger(envOf(map[string]string{"LOG_LEVEL": "chatty"})); err == nil || !strings.Contains(err.Error(), "LOG_LEVEL") {
+	if _, _, err := NewLogger(getenvOf(map[string]string{"LOG_LEVEL": "chatty"})); err == nil || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Errorf("bad LOG_LEVEL: %v", err)
 	}
-	if _, _, err := NewLogger(envOf(map[string]string{"LOG_FORMAT": "xml"})); err == nil || !strings.Contains(err.Error(), "LOG_FORMAT") {
+	if _, _, err := NewLogger(getenvOf(map[string]string{"LOG_FORMAT": "xml"})); err == nil || !strings.Contains(err.Error(), "LOG_FORMAT") {
 		t.Errorf("bad LOG_FORMAT: %v", err)
 	}
 }
@@ -128,5 +137,39 @@ func TestBaggage(t *testing.T) {
 		"service.name=helloworld,service.version=v1,cloud.region=r1,cloud.availability_zone=z1"
 	if got := baggage(w, "Kubernetes"); got != want {
 		t.Errorf("baggage =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestFromEnvControlPlane(t *testing.T) {
+	// No local config: the reference's default istiod for both xDS and the CA.
+	c, err := FromEnv(envOf(map[string]string{"AUTH_TOKEN": "/tok", "XDS_HEADER_X_TENANT": "a", "ISTIO_META_CLUSTER_ID": "c1",
+		"POD_NAME": "ztunnel-x", "POD_NAMESPACE": "istio-system", "INSTANCE_IP": "10.0.0.9", "XDS_ON_DEMAND": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XDS.Address != "https://localhost:15012" || c.CA.Address != "https://localhost:15012" {
+		t.Errorf("default addresses: xds %q ca %q", c.XDS.Address, c.CA.Address)
+	}
+	if c.XDS.RootCA != defaultRootCA || c.AuthToken != "/tok" || c.XDS.Headers["X_TENANT"] != "a" ||
+		c.Meta["CLUSTER_ID"] != "c1" || c.ClusterID != "c1" || !c.XDSOnDemand ||
+		c.PodName != "ztunnel-x" || c.PodNamespace != "istio-system" || c.InstanceIP != "10.0.0.9" {
+		t.Errorf("config = %+v", c)
+	}
+	c, err = FromEnv(envOf(map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1"}))
+	if err != nil || c.XDS.Address != "https://istiod.istio-system.svc:15012" {
+		t.Errorf("in Kubernetes: %q, %v", c.XDS.Address, err)
+	}
+	// Local config: no xDS and the built-in CA unless CA_ADDRESS says otherwise.
+	c, err = FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "a"}))
+	if err != nil || c.XDS.Address != "" || c.CA.Address != "" {
+		t.Errorf("local: xds %q ca %q %v", c.XDS.Address, c.CA.Address, err)
+	}
+	c, err = FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "a", "CA_ADDRESS": "http://127.0.0.1:15010"}))
+	if err != nil || c.CA.Address != "http://127.0.0.1:15010" {
+		t.Errorf("local with CA_ADDRESS: %q %v", c.CA.Address, err)
+	}
+	// XDS_ADDRESS explicitly empty with a local file is fine (the reference's way to disable xDS).
+	if _, err := FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "a", "XDS_ADDRESS": ""})); err != nil {
+		t.Error(err)
 	}
 }

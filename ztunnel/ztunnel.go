@@ -52,16 +52,11 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("no workload source: set LOCAL_XDS_PATH or LOCAL_XDS")
 	}
 
-	ca, err := certs.NewLocalCA(certs.LocalCAConfig{
-		CertFile:    cfg.CACertFile,
-		KeyFile:     cfg.CAKeyFile,
-		TrustDomain: cfg.TrustDomain,
-		WorkloadTTL: cfg.SecretTTL,
-	})
+	issuer, err := newIssuer(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("built-in CA: %w", err)
+		return nil, err
 	}
-	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: ca, Logger: p.log.With("component", "certs")})
+	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: issuer, Logger: p.log.With("component", "certs")})
 	p.pods = newPodManager(p)
 	return p, nil
 }
@@ -71,6 +66,7 @@ func New(cfg Config) (*Proxy, error) {
 func (p *Proxy) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
+	g.Go(func() error { return p.prefetchCerts(gctx) })
 	if p.file != nil {
 		g.Go(func() error { return p.file.Run(gctx) })
 	}
@@ -90,6 +86,73 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// newIssuer picks the certificate source: the Istio CA when CA_ADDRESS is set, else the
+// built-in CA (local mode).
+func newIssuer(cfg Config) (certs.Issuer, error) {
+	if cfg.CA.Address != "" {
+		ca, err := certs.NewCAClient(certs.CAClientConfig{
+			Address:     cfg.CA.Address,
+			RootCAFile:  cfg.CA.RootCA,
+			AltHostname: cfg.CA.AltHostname,
+			TokenPath:   cfg.AuthToken,
+			ClusterID:   cfg.ClusterID,
+			Headers:     cfg.CA.Headers,
+			Impersonate: true, // shared mode: the proxy asks for its pods' identities
+			TTL:         cfg.SecretTTL,
+			Logger:      cfg.Logger.With("component", "ca"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("istio CA client: %w", err)
+		}
+		return ca, nil
+	}
+	ca, err := certs.NewLocalCA(certs.LocalCAConfig{
+		CertFile:    cfg.CACertFile,
+		KeyFile:     cfg.CAKeyFile,
+		TrustDomain: cfg.TrustDomain,
+		WorkloadTTL: cfg.SecretTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA: %w", err)
+	}
+	return ca, nil
+}
+
+// prefetchCerts keeps certificates ready for the HBONE workloads on this node: fetched when
+// the first workload of an identity appears, forgotten when the last one leaves
+// (ztunnel-behavior.md §6). Runs until ctx is done.
+func (p *Proxy) prefetchCerts(ctx context.Context) error {
+	if p.cfg.NodeName == "" {
+		return nil // without a node name, "local" workloads cannot be told apart
+	}
+	held := map[certs.Identity]bool{}
+	for {
+		changed := p.store.Changed()
+		want := map[certs.Identity]bool{}
+		for _, w := range p.store.Load().WorkloadsOnNode(p.cfg.NodeName) {
+			if w.Protocol == workload.ProtocolHBONE || w.NativeTunnel {
+				want[p.identityOf(w)] = true
+			}
+		}
+		for id := range want {
+			if !held[id] {
+				p.certs.Prefetch(id)
+			}
+		}
+		for id := range held {
+			if !want[id] {
+				p.certs.Forget(id)
+			}
+		}
+		held = want
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // sourceWorkload finds the workload of a pod that just opened a connection, waiting up to

@@ -24,7 +24,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ztunnel.FromEnv(os.Getenv)
+	cfg, err := ztunnel.FromEnv(os.Environ())
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
