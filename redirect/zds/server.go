@@ -3,6 +3,7 @@ package zds
 import (
 	"context"
 	"errors"
+	"io"
 	"fmt"
 	"log/slog"
 	"net"
@@ -89,7 +90,13 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("zds accept on %s: %w", s.path, err)
 		}
 		wg.Go(func() {
-			if err := s.serveConn(ctx, c); err != nil && ctx.Err() == nil {
+			err := s.serveConn(ctx, c)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, io.EOF):
+				// The proxy went away (restart, upgrade): it reconnects and gets a snapshot.
+				s.logger.Info("zds proxy disconnected")
+			default:
 				s.logger.Warn("zds proxy connection ended", "error", err)
 			}
 		})
