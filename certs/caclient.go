@@ -6,18 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"time"
 
 	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
 	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 )
 
 // DefaultCARootFile is where ztunnel looks for the CA's root certificate when CA_ROOT_CA is unset.
-const DefaultCARootFile = "./var/run/secrets/istio/root-cert.pem"
+const DefaultCARootFile = controlplane.DefaultRootCAFile
 
 // impersonationKey is the metadata field naming the identity requested on behalf of a workload.
 const impersonationKey = "ImpersonatedIdentity"
@@ -98,37 +97,27 @@ var _ Issuer = (*CAClient)(nil)
 // the culprit.
 func NewCAClient(cfg CAClientConfig) (*CAClient, error) {
 	cfg = cfg.withDefaults()
-	addr, err := parseCAAddress(cfg.Address)
+	if cfg.Address == "" {
+		return nil, errNoAddress
+	}
+	addr, err := controlplane.ParseAddress(cfg.Address)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("CA client: %w", err)
 	}
-	transport, err := caTransportCredentials(addr, cfg)
+	conn, err := controlplane.Dial(controlplane.DialConfig{
+		Address:     cfg.Address,
+		RootCAFile:  cfg.RootCAFile,
+		AltHostname: cfg.AltHostname,
+		TokenPath:   cfg.TokenPath,
+		ClusterID:   cfg.ClusterID,
+		Headers:     cfg.Headers,
+		DialTimeout: cfg.DialTimeout,
+		Logger:      cfg.Logger,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("CA client: %w", err)
 	}
-	auth, err := newCAAuth(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if !addr.tls && auth.sendsToken() {
-		cfg.Logger.Warn("CA client sends its bearer token over plaintext", "address", cfg.Address)
-	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 300 * time.Second}
-	bo := grpcbackoff.DefaultConfig
-	bo.MaxDelay = 15 * time.Second
-	conn, err := grpc.NewClient("dns:///"+addr.hostPort,
-		grpc.WithTransportCredentials(transport),
-		grpc.WithPerRPCCredentials(auth),
-		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "tcp", a)
-		}),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.DialTimeout}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("CA client %s: %w", cfg.Address, err)
-	}
-	return &CAClient{cfg: cfg, target: addr.hostPort, conn: conn, rpc: pb.NewIstioCertificateServiceClient(conn)}, nil
+	return &CAClient{cfg: cfg, target: addr.HostPort, conn: conn, rpc: pb.NewIstioCertificateServiceClient(conn)}, nil
 }
 
 // Issue generates a fresh P-256 key and CSR for id, asks the CA to sign it and returns the verified

@@ -6,32 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
 )
-
-func TestParseCAAddress(t *testing.T) {
-	for in, want := range map[string]caAddress{
-		"istiod.istio-system.svc:15012": {tls: true, host: "istiod.istio-system.svc", hostPort: "istiod.istio-system.svc:15012"},
-		"https://istiod:15012":          {tls: true, host: "istiod", hostPort: "istiod:15012"},
-		"https://istiod:15012/":         {tls: true, host: "istiod", hostPort: "istiod:15012"},
-		"https://istiod":                {tls: true, host: "istiod", hostPort: "istiod:443"},
-		"http://127.0.0.1:15010":        {host: "127.0.0.1", hostPort: "127.0.0.1:15010"},
-		"http://[::1]:15010":            {host: "::1", hostPort: "[::1]:15010"},
-		"[fd00::1]:15012":               {tls: true, host: "fd00::1", hostPort: "[fd00::1]:15012"},
-	} {
-		got, err := parseCAAddress(in)
-		if err != nil {
-			t.Errorf("parseCAAddress(%q): %v", in, err)
-			continue
-		}
-		if diff := cmp.Diff(want, got, cmp.AllowUnexported(caAddress{})); diff != "" {
-			t.Errorf("parseCAAddress(%q) (-want +got):\n%s", in, diff)
-		}
-	}
-}
 
 func TestNewCAClientConfigErrors(t *testing.T) {
 	dir := t.TempDir()

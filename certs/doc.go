@@ -20,5 +20,6 @@
 // Identity and WorkloadCert are immutable values, safe to share. LocalCA and Manager are safe for
 // concurrent use. The tls.Configs returned here may be used by any number of connections at once.
 //
-// This package does not import the project's other packages.
+// Apart from internal/controlplane (the gRPC plumbing shared with the xDS client), this package does
+// not import the project's other packages.
 package certs

@@ -3,8 +3,10 @@
 // publishes whole snapshots atomically, and the local-config source (LOCAL_XDS_PATH /
 // LOCAL_XDS) that builds snapshots from YAML.
 //
-// The model is proto-agnostic: the xDS client converts WDS resources into these types and
-// feeds the same Store through the same NewSnapshot constructor as the local config does.
+// The model is proto-agnostic: XDSClient, a delta-ADS client for istiod's Address and
+// Authorization resources (ztunnel-behavior.md §3.3), converts WDS resources into these types
+// at the boundary and feeds the same Store through the same NewSnapshot constructor as the
+// local config does. Package workload/xdstest is a fake ADS server for tests.
 // Field meanings, defaults and enum spellings follow the reference ztunnel
 // (ztunnel-behavior.md §3.1, §3.2, §5, §7.2).
 //
@@ -13,5 +15,7 @@
 // A Snapshot and everything reachable from it are immutable once NewSnapshot returns; any
 // number of goroutines may read them without locking. A Store swaps snapshots with an atomic
 // pointer, so Store.Load never blocks. FileSource.Run is the only writer of its Store; its
-// Last and ReloadFailures methods are safe to call from any goroutine.
+// Last and ReloadFailures methods are safe to call from any goroutine. Likewise XDSClient.Run
+// is the only writer of its Store and owns the xDS stream; Synced, Demand and Stats may be
+// called from any goroutine.
 package workload

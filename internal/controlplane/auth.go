@@ -1,4 +1,4 @@
-package certs
+package controlplane
 
 import (
 	"bytes"
@@ -6,41 +6,45 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"os"
 	"strings"
 
 	"google.golang.org/grpc/credentials"
 )
 
-// caAuth is the per-RPC credentials of the CA client: the bearer token, "clusterid" and the extra
-// headers. It works over plaintext too (RequireTransportSecurity is false). Immutable; the token file,
-// if any, is read on every request so that rotated tokens are picked up.
-type caAuth struct {
+// requestAuth is the per-RPC credentials of a control plane client: the bearer token,
+// "clusterid" and the extra headers. It works over plaintext too (RequireTransportSecurity is
+// false). Immutable; the token file, if any, is read on every request so that rotated tokens
+// are picked up.
+type requestAuth struct {
 	tokenFile   string // re-read per request; "" when there is none
 	staticToken string // used when tokenFile is ""; "" means no authorization header
 	fixed       map[string]string
 }
 
-var _ credentials.PerRPCCredentials = (*caAuth)(nil)
+var _ credentials.PerRPCCredentials = (*requestAuth)(nil)
 
-// newCAAuth implements the TokenPath, ClusterID and Headers rules documented on CAClientConfig.
-// An existing token file must be readable now; its content is only checked per request, so that a
-// file that is momentarily empty while being rotated does not prevent start-up.
-func newCAAuth(cfg CAClientConfig) (*caAuth, error) {
-	a := &caAuth{fixed: map[string]string{"clusterid": cfg.ClusterID}}
+// newRequestAuth implements the TokenPath, ClusterID and Headers rules documented on
+// DialConfig. An existing token file must be readable now; its content is only checked per
+// request, so that a file that is momentarily empty while being rotated does not prevent
+// start-up.
+func newRequestAuth(cfg DialConfig, log *slog.Logger) (*requestAuth, error) {
+	a := &requestAuth{fixed: map[string]string{"clusterid": cfg.ClusterID}}
 	if err := checkHeaderValue(cfg.ClusterID); err != nil {
-		return nil, fmt.Errorf("CA client: cluster ID %q: %w", cfg.ClusterID, err)
+		return nil, fmt.Errorf("cluster ID %q: %w", cfg.ClusterID, err)
 	}
 	for k, v := range cfg.Headers {
 		name := strings.ToLower(k)
 		if err := checkHeaderName(name); err != nil {
-			return nil, fmt.Errorf("CA client: header %q: %w", k, err)
+			return nil, fmt.Errorf("header %q: %w", k, err)
 		}
 		if err := checkHeaderValue(v); err != nil {
-			return nil, fmt.Errorf("CA client: header %q value: %w", k, err)
+			return nil, fmt.Errorf("header %q value: %w", k, err)
 		}
 		if _, dup := a.fixed[name]; dup {
-			return nil, fmt.Errorf("CA client: header %q given twice (names are case-insensitive)", k)
+			return nil, fmt.Errorf("header %q given twice (names are case-insensitive)", k)
 		}
 		a.fixed[name] = v
 	}
@@ -49,23 +53,23 @@ func newCAAuth(cfg CAClientConfig) (*caAuth, error) {
 	}
 	if st, err := os.Stat(cfg.TokenPath); err == nil {
 		if st.IsDir() {
-			return nil, fmt.Errorf("CA client: token file %q is a directory", cfg.TokenPath)
+			return nil, fmt.Errorf("token file %q is a directory", cfg.TokenPath)
 		}
 		if _, err := os.ReadFile(cfg.TokenPath); err != nil {
-			return nil, fmt.Errorf("CA client: read token file: %w", err)
+			return nil, fmt.Errorf("read token file: %w", err)
 		}
 		a.tokenFile = cfg.TokenPath
 		return a, nil
 	} else if errors.Is(err, fs.ErrPermission) {
-		return nil, fmt.Errorf("CA client: token file: %w", err)
+		return nil, fmt.Errorf("token file: %w", err)
 	}
 	tok := strings.TrimSpace(cfg.TokenPath)
 	if err := checkToken(tok); err != nil {
 		// Most likely a path to a file that does not exist; do not echo a possible secret.
-		return nil, fmt.Errorf("CA client: AUTH_TOKEN is neither an existing file nor a valid token: %w", err)
+		return nil, fmt.Errorf("token source is neither an existing file nor a valid token: %w", err)
 	}
 	if strings.HasPrefix(tok, "/") || strings.HasPrefix(tok, "./") || strings.HasPrefix(tok, "../") {
-		cfg.Logger.Warn("CA client: AUTH_TOKEN looks like a path but no such file exists; using it as a static token",
+		log.Warn("control plane token looks like a path but no such file exists; using it as a static token",
 			"value", tok)
 	}
 	a.staticToken = tok
@@ -73,14 +77,13 @@ func newCAAuth(cfg CAClientConfig) (*caAuth, error) {
 }
 
 // sendsToken reports whether requests carry an authorization header.
-func (a *caAuth) sendsToken() bool { return a.tokenFile != "" || a.staticToken != "" }
+func (a *requestAuth) sendsToken() bool { return a.tokenFile != "" || a.staticToken != "" }
 
-// GetRequestMetadata returns the headers for one request, re-reading the token file.
-func (a *caAuth) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+// GetRequestMetadata returns the headers for one request (a unary call or a whole stream),
+// re-reading the token file.
+func (a *requestAuth) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
 	md := make(map[string]string, len(a.fixed)+1)
-	for k, v := range a.fixed {
-		md[k] = v
-	}
+	maps.Copy(md, a.fixed)
 	tok := a.staticToken
 	if a.tokenFile != "" {
 		data, err := os.ReadFile(a.tokenFile)
@@ -102,12 +105,12 @@ func (a *caAuth) GetRequestMetadata(ctx context.Context, _ ...string) (map[strin
 }
 
 // RequireTransportSecurity is false so that the credentials also work on http:// addresses.
-func (a *caAuth) RequireTransportSecurity() bool { return false }
+func (a *requestAuth) RequireTransportSecurity() bool { return false }
 
 // checkToken accepts a non-empty string of visible ASCII characters (no spaces or controls).
 func checkToken(tok string) error {
 	if tok == "" {
-		return fmt.Errorf("token is empty")
+		return errors.New("token is empty")
 	}
 	for i := 0; i < len(tok); i++ {
 		if c := tok[i]; c <= ' ' || c > '~' {
@@ -117,19 +120,20 @@ func checkToken(tok string) error {
 	return nil
 }
 
-// checkHeaderName rejects names that are not HTTP tokens or are set by HTTP/2, gRPC or this client.
+// checkHeaderName rejects names that are not HTTP tokens or are set by HTTP/2, gRPC or this
+// package.
 func checkHeaderName(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("empty name")
+		return errors.New("empty name")
 	case strings.HasPrefix(name, ":"), strings.HasPrefix(name, "grpc-"):
-		return fmt.Errorf("name reserved by HTTP/2 or gRPC")
+		return errors.New("name reserved by HTTP/2 or gRPC")
 	case strings.HasSuffix(name, "-bin"):
-		return fmt.Errorf("binary (-bin) headers are not supported")
+		return errors.New("binary (-bin) headers are not supported")
 	}
 	switch name {
 	case "content-type", "te", "user-agent", "host", "connection", "authorization", "clusterid":
-		return fmt.Errorf("name is set by the client itself")
+		return errors.New("name is set by the client itself")
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
