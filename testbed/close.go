@@ -43,6 +43,9 @@ func (c *Cluster) close() error {
 			n.proxy.stop(3 * time.Second)
 		}
 	}
+	if c.istiod != nil {
+		c.istiod.stop()
+	}
 	for _, n := range c.nodes {
 		if n.agent != nil {
 			n.agent.close()
@@ -74,7 +77,7 @@ func (c *Cluster) close() error {
 	} else if c.dir != "" {
 		files := []string{c.configPath, c.caCert, c.caKey}
 		for _, n := range c.nodes {
-			files = append(files, n.sockPath)
+			files = append(files, n.sockPath, n.tokenPath)
 		}
 		for _, f := range files {
 			if f == "" {

@@ -33,14 +33,19 @@ type Cluster struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// cfgMu serializes WriteConfig (render + write + lastHash). Lock order: cfgMu, then mu.
+	// cfgMu serializes WriteConfig (render + write + lastHash, or the istiod push). Lock order:
+	// cfgMu, then mu or Istiod.mu (never both).
 	cfgMu sync.Mutex
 
-	// mu guards pods, services, lastHash, closed and the mutable node fields.
+	// istiod is the fake istiod (Config.ControlPlane), nil otherwise. Set in New, then fixed.
+	istiod *Istiod
+
+	// mu guards pods, services, policies, lastHash, closed and the mutable node fields.
 	mu       sync.Mutex
 	pods     map[string]*Pod // by pod name; a nil value reserves a name while the pod is built
 	services map[string]serviceRecord
-	lastHash string // SHA-256 of the last config written
+	policies map[string]policyRecord // by "namespace/name"
+	lastHash string                  // SHA-256 of the last config written (local config mode)
 	closed   bool
 }
 
@@ -55,6 +60,8 @@ type node struct {
 	proxy    *proxyProc   // nil without proxies
 	sockPath string       // INPOD_UDS
 	logPath  string       // proxy log
+	// tokenPath is the proxy's AUTH_TOKEN file (Config.ControlPlane), else "".
+	tokenPath string
 
 	// Guarded by Cluster.mu:
 	spec    NodeSpec // locality may change (SetNodeLocality)
@@ -77,7 +84,8 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if _, err := Cleanup(ctx, cfg.StateRoot, log); err != nil {
 		log.Warn("cleanup of earlier runs failed", "error", err)
 	}
-	c := &Cluster{cfg: cfg, log: log, ip: ipRunner{log: log}, pods: map[string]*Pod{}, services: map[string]serviceRecord{}}
+	c := &Cluster{cfg: cfg, log: log, ip: ipRunner{log: log}, pods: map[string]*Pod{}, services: map[string]serviceRecord{},
+		policies: map[string]policyRecord{}}
 	if err := c.initState(); err != nil {
 		return nil, err
 	}
@@ -92,12 +100,25 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.caCert, c.caKey, err = writeCA(c.dir); err != nil {
 		return nil, err
 	}
-	c.configPath = filepath.Join(c.dir, "local-config.yaml")
+	if cfg.ControlPlane {
+		if c.istiod, err = newIstiod(c.caCert, c.caKey, log); err != nil {
+			return nil, err
+		}
+		c.istiod.Addr = istiodAddr(cfg.NodeSubnet)
+	} else {
+		c.configPath = filepath.Join(c.dir, "local-config.yaml")
+	}
 	if err := c.WriteConfig(); err != nil {
 		return nil, err
 	}
 	if err := c.buildNetwork(ctx); err != nil {
 		return nil, err
+	}
+	if c.istiod != nil {
+		if err := c.istiod.serve(ctx, netnsPath(c.fabricNS)); err != nil {
+			return nil, err
+		}
+		log.Info("fake istiod listening", "addr", c.istiod.Addr)
 	}
 	if cfg.Ztunnel != "" {
 		if err := c.startProxies(ctx); err != nil {
@@ -167,10 +188,14 @@ func (c *Cluster) buildNetwork(ctx context.Context) error {
 	if err := c.ip.addNetNS(ctx, c.fabricNS); err != nil {
 		return err
 	}
-	if err := c.ip.addBridge(ctx, c.fabricNS, c.fabricBridge, ""); err != nil {
+	bits := strconv.Itoa(c.cfg.NodeSubnet.Bits())
+	fabricAddr := ""
+	if c.istiod != nil {
+		fabricAddr = c.istiod.Addr.Addr().String() + "/" + bits
+	}
+	if err := c.ip.addBridge(ctx, c.fabricNS, c.fabricBridge, fabricAddr); err != nil {
 		return err
 	}
-	bits := strconv.Itoa(c.cfg.NodeSubnet.Bits())
 	for i, spec := range c.cfg.Nodes {
 		n := &node{
 			index:   i + 1,
@@ -240,7 +265,8 @@ func (c *Cluster) Dir() string { return c.dir }
 // CAFiles returns the paths of the run's CA certificate and key (PEM), shared by every proxy.
 func (c *Cluster) CAFiles() (cert, key string) { return c.caCert, c.caKey }
 
-// ConfigPath returns the path of the proxies' shared local config.
+// ConfigPath returns the path of the proxies' shared local config; "" with Config.ControlPlane,
+// where there is none.
 func (c *Cluster) ConfigPath() string { return c.configPath }
 
 // NodeNetNS returns the network namespace name of the named node ("" if none), for `ip netns exec`.

@@ -64,9 +64,15 @@ type Config struct {
 	// ConfigSettle, if set, makes WaitConfigApplied wait this long (failing if a proxy exits)
 	// instead of watching the proxy logs for the `msg="local config loaded" sha256=<hex>` line; for
 	// proxies that do not log it. Pick more than the proxy's reload poll interval. Zero: watch logs.
+	// Not used with ControlPlane, which watches the proxies' xDS ACKs.
 	ConfigSettle time.Duration
 	// StartTimeout bounds the wait for the proxies to load their first config. Zero: 30 s.
 	StartTimeout time.Duration
+	// ControlPlane runs a fake istiod (see Istiod) instead of a local config file: the topology
+	// and policies are pushed to the proxies over delta xDS, and the proxies get their
+	// certificates from its CA (XDS_ADDRESS, CA_ADDRESS, AUTH_TOKEN; no LOCAL_XDS_PATH, CA_CERT,
+	// CA_KEY). False: the shared local config file and each proxy's built-in CA.
+	ControlPlane bool
 }
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)

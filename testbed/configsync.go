@@ -6,9 +6,11 @@ import (
 	"time"
 )
 
-// WriteConfig regenerates the proxies' shared local config from the current pods and services and
-// replaces the file atomically (temporary file + rename). AddPod, DeletePod and AddService call it;
-// it is exported to force a rewrite, e.g. to exercise the proxies' reload.
+// WriteConfig publishes the current pods, services and policies to the proxies. In local config
+// mode it regenerates their shared local config and replaces the file atomically (temporary file +
+// rename); with Config.ControlPlane it converts them to xDS resources and has the fake istiod push
+// what changed. AddPod, DeletePod, AddService, SetPolicy and DeletePolicy call it; it is exported
+// to force a rewrite, e.g. to exercise the proxies' reload.
 func (c *Cluster) WriteConfig() error {
 	c.cfgMu.Lock()
 	defer c.cfgMu.Unlock()
@@ -23,12 +25,20 @@ func (c *Cluster) WriteConfig() error {
 	for _, s := range c.services {
 		svcs = append(svcs, s)
 	}
+	policies := make([]policyRecord, 0, len(c.policies))
+	for _, p := range c.policies {
+		policies = append(policies, p)
+	}
 	var nets []string
 	for _, n := range c.cfg.Nodes {
 		nets = append(nets, n.Network)
 	}
 	c.mu.Unlock()
-	data, err := renderConfig(pods, svcs, nets)
+	if c.istiod != nil {
+		c.istiod.push(buildResources(pods, svcs, policies, nets))
+		return nil
+	}
+	data, err := renderConfig(pods, svcs, policies, nets)
 	if err != nil {
 		return err
 	}
@@ -42,10 +52,14 @@ func (c *Cluster) WriteConfig() error {
 	return nil
 }
 
-// WaitConfigApplied waits until every proxy logged loading the last config written (the log line
-// `msg="local config loaded"` with `sha256=<hex of the file>`), or, with Config.ConfigSettle set,
-// for that long. It fails at once if a proxy exited, and when ctx ends (after 30 s if ctx has no
-// deadline), naming the proxies still behind. Without proxies it returns nil at once.
+// WaitConfigApplied waits until every proxy applied the last config published. In local config
+// mode that is when it logged loading the file (the log line `msg="local config loaded"` with
+// `sha256=<hex of the file>`), or, with Config.ConfigSettle set, after that long. With
+// Config.ControlPlane it is when the proxy's xDS stream ACKed (a request with the response's nonce
+// and no error_detail) responses that leave it holding exactly the resources pushed last, for both
+// types; ConfigSettle is not used. It fails at once if a proxy exited or NACKed the config, and
+// when ctx ends (after 30 s if ctx has no deadline), naming the proxies still behind. Without
+// proxies it returns nil at once.
 func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 	if c.cfg.Ztunnel == "" {
 		return nil
@@ -53,13 +67,17 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 	c.mu.Lock()
 	hash := c.lastHash
 	c.mu.Unlock()
+	what := fmt.Sprintf("config %.12s", hash)
+	if c.istiod != nil {
+		what = "xDS config"
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
 	var settled <-chan time.Time
-	if c.cfg.ConfigSettle > 0 {
+	if c.cfg.ConfigSettle > 0 && c.istiod == nil {
 		settled = time.After(c.cfg.ConfigSettle)
 	}
 	tick := time.NewTicker(25 * time.Millisecond)
@@ -67,7 +85,7 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 	for {
 		behind, err := c.proxiesBehind(hash, settled == nil)
 		if err != nil {
-			return fmt.Errorf("wait for config %.12s: %w", hash, err)
+			return fmt.Errorf("wait for %s: %w", what, err)
 		}
 		if settled == nil && len(behind) == 0 {
 			return nil
@@ -77,35 +95,49 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 			return nil
 		case <-ctx.Done():
 			if settled != nil {
-				return fmt.Errorf("wait %v for config %.12s: %w", c.cfg.ConfigSettle, hash, context.Cause(ctx))
+				return fmt.Errorf("wait %v for %s: %w", c.cfg.ConfigSettle, what, context.Cause(ctx))
 			}
-			return fmt.Errorf("wait for config %.12s on %v (no %q log line with that sha256): %w",
-				hash, behind, configLoadedMsg, context.Cause(ctx))
+			if c.istiod != nil {
+				return fmt.Errorf("wait for %s on %v: %w", what, behind, context.Cause(ctx))
+			}
+			return fmt.Errorf("wait for %s on %v (no %q log line with that sha256): %w",
+				what, behind, configLoadedMsg, context.Cause(ctx))
 		case <-tick.C:
 		}
 	}
 }
 
-// proxiesBehind returns the nodes whose proxy has not logged loading the config with hash (if
-// checkLogs), or an error if a proxy exited.
-func (c *Cluster) proxiesBehind(hash string, checkLogs bool) ([]string, error) {
+// proxiesBehind returns the nodes whose proxy has not applied the config (with hash, in local
+// config mode) if check is set, or an error if a proxy exited or rejected the config. With
+// Config.ControlPlane an entry says why, e.g. "worker1 (no xDS stream)".
+func (c *Cluster) proxiesBehind(hash string, check bool) ([]string, error) {
 	var behind []string
 	for _, n := range c.nodes {
 		if n.proxy == nil {
 			continue
 		}
-		if checkLogs {
-			ok, err := n.proxy.loaded(hash)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				continue
-			}
-			behind = append(behind, n.spec.Name)
-		}
 		if err := n.proxy.exited(); err != nil {
 			return nil, err
+		}
+		if !check {
+			continue
+		}
+		if c.istiod != nil {
+			why, err := c.istiod.applied(n.ip)
+			if err != nil {
+				return nil, fmt.Errorf("node %s: %w", n.spec.Name, err)
+			}
+			if why != "" {
+				behind = append(behind, n.spec.Name+" ("+why+")")
+			}
+			continue
+		}
+		ok, err := n.proxy.loaded(hash)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			behind = append(behind, n.spec.Name)
 		}
 	}
 	return behind, nil

@@ -26,6 +26,23 @@
 // `msg="local config loaded"` with `sha256=<hex of the file>` (or, with Config.ConfigSettle, for a
 // fixed time), so a call that changes the config returns once the proxies use it.
 //
+// # Control plane mode
+//
+// With [Config.ControlPlane] the proxies are configured as by istiod instead: a fake istiod
+// ([Istiod]: delta ADS from package workload/xdstest and the Istio CA from certs/catest on one
+// plaintext gRPC server) listens in the fabric namespace on the last address of the node subnet
+// (172.30.255.254:15012 by default), and every proxy gets XDS_ADDRESS, CA_ADDRESS, AUTH_TOKEN (a
+// token file per node), POD_NAME, POD_NAMESPACE and INSTANCE_IP instead of the local config and CA
+// files. Pods, services and policies are converted to istio.workload.Address and
+// istio.security.Authorization resources and the changes pushed; a change returns once every
+// proxy's xDS stream ACKed responses that leave it holding exactly the resources pushed last.
+//
+// # Authorization policies
+//
+// [Cluster.SetPolicy] and [Cluster.DeletePolicy] manage L4 authorization policies in both modes
+// (the local config's policies list, or Authorization resources); [PodSpec.Policies] names the
+// WorkloadSelector policies of a pod.
+//
 // # Pods
 //
 // [Pod] offers helloworld and echo servers and HTTP/TCP clients whose sockets are created inside the

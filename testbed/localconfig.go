@@ -22,6 +22,7 @@ import (
 type localConfig struct {
 	Workloads []localWorkload `yaml:"workloads"`
 	Services  []localService  `yaml:"services"`
+	Policies  []localPolicy   `yaml:"policies,omitempty"`
 }
 
 type localWorkload struct {
@@ -40,6 +41,7 @@ type localWorkload struct {
 	CanonicalName     string                       `yaml:"canonicalName,omitempty"`
 	CanonicalRevision string                       `yaml:"canonicalRevision,omitempty"`
 	Services          map[string]map[uint16]uint16 `yaml:"services,omitempty"`
+	AuthzPolicies     []string                     `yaml:"authorizationPolicies,omitempty"`
 }
 
 type localLocality struct {
@@ -74,6 +76,7 @@ type podRecord struct {
 	Protocol                        string // override; "" = by Enrolled
 	Services                        map[string]map[uint16]uint16
 	Labels                          map[string]string
+	Policies                        []string // "ns/name" of selector-scoped policies
 }
 
 // serviceRecord is a validated ServiceSpec.
@@ -85,40 +88,72 @@ type serviceRecord struct {
 	Mode               string
 }
 
+// UID is the pod's workload UID, "<cluster>//v1/Pod/<namespace>/<name>".
+func (p podRecord) UID() string { return p.Cluster + "//v1/Pod/" + p.Namespace + "/" + p.Name }
+
+// protocol is the pod's workload protocol, "HBONE" or "TCP".
+func (p podRecord) protocol() string {
+	switch {
+	case p.Protocol != "":
+		return p.Protocol
+	case p.Enrolled:
+		return "HBONE"
+	default:
+		return "TCP"
+	}
+}
+
+// canonicalName is the workload's canonical name, from the app labels.
+func (p podRecord) canonicalName() string {
+	return cmp.Or(p.Labels["app.kubernetes.io/name"], p.Labels["app"])
+}
+
+// canonicalRevision is the workload's canonical revision, from the version labels.
+func (p podRecord) canonicalRevision() string {
+	return cmp.Or(p.Labels["app.kubernetes.io/version"], p.Labels["version"])
+}
+
+// distinctNetworks returns the sorted distinct node networks; [""] for none.
+func distinctNetworks(networks []string) []string {
+	nets := slices.Clone(networks)
+	slices.Sort(nets)
+	nets = slices.Compact(nets)
+	if len(nets) == 0 {
+		nets = []string{""}
+	}
+	return nets
+}
+
 // Hostname is the service's cluster hostname.
 func (s serviceRecord) Hostname() string {
 	return s.Name + "." + s.Namespace + ".svc." + TrustDomain
 }
 
-// renderConfig builds the local config YAML for pods and services. networks are the distinct node
-// networks: each service VIP is published on every one of them. The output is deterministic.
-func renderConfig(pods []podRecord, services []serviceRecord, networks []string) ([]byte, error) {
+// renderConfig builds the local config YAML for pods, services and policies. networks are the
+// distinct node networks: each service VIP is published on every one of them. The output is
+// deterministic.
+func renderConfig(pods []podRecord, services []serviceRecord, policies []policyRecord, networks []string) ([]byte, error) {
 	cfg := localConfig{Workloads: []localWorkload{}, Services: []localService{}}
 	for _, p := range pods {
 		if p.OmitFromConfig {
 			continue
 		}
 		w := localWorkload{
-			UID:               p.Cluster + "//v1/Pod/" + p.Namespace + "/" + p.Name,
+			UID:               p.UID(),
 			Name:              p.Name,
 			Namespace:         p.Namespace,
 			ServiceAccount:    p.ServiceAccount,
 			TrustDomain:       TrustDomain,
 			WorkloadIPs:       []string{p.IP.String()},
-			Protocol:          "TCP",
+			Protocol:          p.protocol(),
 			Node:              p.Node,
 			Network:           p.Network,
 			ClusterID:         p.Cluster,
 			Status:            "Healthy",
-			CanonicalName:     cmp.Or(p.Labels["app.kubernetes.io/name"], p.Labels["app"]),
-			CanonicalRevision: cmp.Or(p.Labels["app.kubernetes.io/version"], p.Labels["version"]),
+			CanonicalName:     p.canonicalName(),
+			CanonicalRevision: p.canonicalRevision(),
 			Services:          p.Services,
-		}
-		if p.Enrolled {
-			w.Protocol = "HBONE"
-		}
-		if p.Protocol != "" {
-			w.Protocol = p.Protocol
+			AuthzPolicies:     p.Policies,
 		}
 		if p.Locality != (localLocality{}) {
 			l := p.Locality
@@ -129,12 +164,7 @@ func renderConfig(pods []podRecord, services []serviceRecord, networks []string)
 	slices.SortFunc(cfg.Workloads, func(a, b localWorkload) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	nets := slices.Clone(networks)
-	slices.Sort(nets)
-	nets = slices.Compact(nets)
-	if len(nets) == 0 {
-		nets = []string{""}
-	}
+	nets := distinctNetworks(networks)
 	for _, s := range services {
 		ls := localService{
 			Name:      s.Name,
@@ -156,6 +186,7 @@ func renderConfig(pods []podRecord, services []serviceRecord, networks []string)
 	slices.SortFunc(cfg.Services, func(a, b localService) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	cfg.Policies = renderPolicies(policies)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

@@ -42,7 +42,7 @@ func TestRenderConfigGolden(t *testing.T) {
 		{Name: "hidden", Namespace: "default", ServiceAccount: "default", Node: "worker2", Cluster: "Kubernetes",
 			IP: netip.MustParseAddr("10.40.2.3"), OmitFromConfig: true},
 	}
-	got, err := renderConfig(pods, recs, []string{"", ""})
+	got, err := renderConfig(pods, recs, nil, []string{"", ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestRenderConfigGolden(t *testing.T) {
 }
 
 func TestRenderConfigEmptyAndNetworks(t *testing.T) {
-	got, err := renderConfig(nil, nil, nil)
+	got, err := renderConfig(nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestRenderConfigEmptyAndNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err = renderConfig(nil, []serviceRecord{r}, []string{"net2", "net1", "net2"})
+	got, err = renderConfig(nil, []serviceRecord{r}, nil, []string{"net2", "net1", "net2"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -43,6 +44,10 @@ type PodSpec struct {
 	// Labels are the pod's labels; "app" and "version" (or their app.kubernetes.io forms) become the
 	// workload's canonical name and revision. Nil: none.
 	Labels map[string]string
+	// Policies names the WorkloadSelector-scoped authorization policies that select the pod,
+	// "<namespace>/<name>" (the workload's authorization_policies). The policies may be set
+	// before or after the pod. Nil: none.
+	Policies []string
 }
 
 // Pod is a pod of the cluster: a network namespace on a node.
@@ -78,6 +83,9 @@ func (c *Cluster) AddPod(ctx context.Context, s PodSpec) (_ *Pod, err error) {
 	}
 	if s.Protocol != "" && s.Protocol != "HBONE" && s.Protocol != "TCP" {
 		return nil, fmt.Errorf("add pod %s: protocol %q: want HBONE or TCP", s.Name, s.Protocol)
+	}
+	if err := checkPolicyRefs(s.Policies); err != nil {
+		return nil, fmt.Errorf("add pod %s: %w", s.Name, err)
 	}
 	if s.Enrolled && c.cfg.Ztunnel == "" {
 		return nil, fmt.Errorf("add pod %s: enrolled, but the cluster runs no proxies", s.Name)
@@ -186,6 +194,7 @@ func (c *Cluster) reservePod(s PodSpec) (*Pod, error) {
 			Protocol:       s.Protocol,
 			Services:       services,
 			Labels:         maps.Clone(s.Labels),
+			Policies:       slices.Clone(s.Policies),
 		},
 		servers: map[int]func(){},
 	}

@@ -30,19 +30,25 @@ func (c *Cluster) startProxies(ctx context.Context) error {
 			return err
 		}
 		n.agent = a
-		env := append([]string{
+		env := []string{
 			"PATH=" + os.Getenv("PATH"),
-			"LOCAL_XDS_PATH=" + c.configPath,
-			"XDS_ADDRESS=",
-			"CA_CERT=" + c.caCert,
-			"CA_KEY=" + c.caKey,
 			"TRUST_DOMAIN=" + TrustDomain,
 			"NODE_NAME=" + n.spec.Name,
 			"CLUSTER_ID=" + n.spec.Cluster,
 			"NETWORK=" + n.spec.Network,
 			"INPOD_UDS=" + n.sockPath,
 			"LOG_LEVEL=" + c.cfg.ProxyLogLevel,
-		}, c.cfg.ExtraEnv...)
+		}
+		if c.istiod != nil {
+			n.tokenPath = filepath.Join(c.dir, n.spec.Name+".token")
+			if err := os.WriteFile(n.tokenPath, []byte(c.nodeToken(n)+"\n"), 0o600); err != nil {
+				return fmt.Errorf("write token of %s: %w", n.spec.Name, err)
+			}
+			env = append(env, c.istiod.nodeEnv(n, n.tokenPath)...)
+		} else {
+			env = append(env, "LOCAL_XDS_PATH="+c.configPath, "XDS_ADDRESS=", "CA_CERT="+c.caCert, "CA_KEY="+c.caKey)
+		}
+		env = append(env, c.cfg.ExtraEnv...)
 		p, err := startProxy(n.spec.Name, n.netns, c.cfg.Ztunnel, env, n.logPath)
 		if err != nil {
 			return err
@@ -111,6 +117,11 @@ func startProxy(node, ns, binary string, env []string, logPath string) (*proxyPr
 	// `ip netns exec` execs the binary in place, so the PID is the proxy's.
 	p.ident, err = identify(cmd.Process.Pid)
 	if err != nil {
+		// A proxy that exits at once (e.g. on bad config) may be reaped before identify: report
+		// its exit and log rather than the missing /proc entry.
+		if xerr := p.exitedWithin(100 * time.Millisecond); xerr != nil {
+			return nil, fmt.Errorf("start proxy on %s: %w", node, xerr)
+		}
 		p.stop(time.Second)
 		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
 	}
@@ -127,6 +138,17 @@ func (p *proxyProc) exited() error {
 		}
 		return fmt.Errorf("proxy on %s exited: %w; log %s ends with:\n%s", p.node, err, p.logPath, p.logTail(20))
 	default:
+		return nil
+	}
+}
+
+// exitedWithin waits up to d for the process to exit and returns exited's error, or nil if it is
+// still running.
+func (p *proxyProc) exitedWithin(d time.Duration) error {
+	select {
+	case <-p.done:
+		return p.exited()
+	case <-time.After(d):
 		return nil
 	}
 }
