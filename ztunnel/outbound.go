@@ -54,6 +54,12 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
+	if target.Workload == nil && svc == nil && pod.p.demand(pod.ctx, src.Network, dst.Addr()) {
+		// Unknown here, but istiod may know it: the on-demand answer decides.
+		if target, svc, err = pod.resolve(pod.p.store.Load(), src, dst); err != nil {
+			return nil, err
+		}
+	}
 	if target.Workload == nil {
 		// Not a mesh destination: pass through to where the client was going.
 		ci.Protocol = "TCP"

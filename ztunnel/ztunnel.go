@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -21,7 +22,8 @@ type Proxy struct {
 	cfg   Config
 	log   *slog.Logger
 	store *workload.Store
-	file  *workload.FileSource // nil when the config came inline (LOCAL_XDS)
+	file  *workload.FileSource // nil when the config came inline (LOCAL_XDS) or from xDS
+	xds   *workload.XDSClient  // nil in local mode
 	certs *certs.Manager
 	pods  *podManager
 }
@@ -48,8 +50,29 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("LOCAL_XDS: %w", err)
 		}
 		p.store.Replace(snap)
+	case cfg.XDS.Address != "":
+		xds, err := workload.NewXDSClient(workload.XDSConfig{
+			Dial: controlplane.DialConfig{
+				Address:     cfg.XDS.Address,
+				RootCAFile:  cfg.XDS.RootCA,
+				AltHostname: cfg.XDS.AltHostname,
+				TokenPath:   cfg.AuthToken,
+				ClusterID:   cfg.ClusterID,
+				Headers:     cfg.XDS.Headers,
+				Logger:      p.log.With("component", "xds"),
+			},
+			NodeID:   nodeID(cfg),
+			Metadata: nodeMetadata(cfg),
+			OnDemand: cfg.XDSOnDemand,
+			Store:    p.store,
+			Logger:   p.log.With("component", "xds"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("xds client: %w", err)
+		}
+		p.xds = xds
 	default:
-		return nil, errors.New("no workload source: set LOCAL_XDS_PATH or LOCAL_XDS")
+		return nil, errors.New("no workload source: set LOCAL_XDS_PATH, LOCAL_XDS or XDS_ADDRESS")
 	}
 
 	issuer, err := newIssuer(cfg)
@@ -75,7 +98,23 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Handler: p.pods,
 		Logger:  p.log.With("component", "zds"),
 	}
-	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error {
+		// Pods are only taken over once the workload config is complete, so that their first
+		// connections find their peers (the reference gates the same way).
+		if p.xds != nil {
+			p.log.Info("waiting for the first xDS push", "address", p.cfg.XDS.Address)
+			select {
+			case <-p.xds.Synced():
+				p.log.Info("xDS synced")
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return client.Run(gctx)
+	})
+	if p.xds != nil {
+		g.Go(func() error { return p.xds.Run(gctx) })
+	}
 	p.log.Info("proxy started", "node", p.cfg.NodeName, "zds", p.cfg.InPodUDS, "network", p.cfg.Network)
 
 	err := g.Wait()
@@ -86,6 +125,30 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// nodeID is the proxy's xDS node id, as the reference builds it (ztunnel-behavior.md §3.3).
+func nodeID(cfg Config) string {
+	ip := cfg.InstanceIP
+	if ip == "" {
+		ip = "1.1.1.1"
+	}
+	return fmt.Sprintf("ztunnel~%s~%s.%s~%s.svc.cluster.local", ip, cfg.PodName, cfg.PodNamespace, cfg.PodNamespace)
+}
+
+// nodeMetadata is the proxy's xDS node metadata: its identity plus every ISTIO_META_* value.
+func nodeMetadata(cfg Config) map[string]string {
+	md := map[string]string{}
+	for k, v := range cfg.Meta {
+		md[k] = v
+	}
+	for k, v := range map[string]string{"NAME": cfg.PodName, "NAMESPACE": cfg.PodNamespace,
+		"INSTANCE_IPS": cfg.InstanceIP, "NODE_NAME": cfg.NodeName, "CLUSTER_ID": cfg.ClusterID} {
+		if v != "" {
+			md[k] = v
+		}
+	}
+	return md
 }
 
 // newIssuer picks the certificate source: the Istio CA when CA_ADDRESS is set, else the
@@ -177,6 +240,22 @@ func (p *Proxy) sourceWorkload(ctx context.Context, pod *podProxy, ip netip.Addr
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// demand asks istiod for an address the index does not have (XDS_ON_DEMAND) and reports
+// whether it got an answer (which may be "no such address").
+func (p *Proxy) demand(ctx context.Context, network string, ip netip.Addr) bool {
+	if p.xds == nil || !p.cfg.XDSOnDemand {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.SourceWorkloadWait)
+	defer cancel()
+	name := workload.NetworkAddress{Network: network, Addr: ip.Unmap()}.String()
+	if err := p.xds.Demand(ctx, name); err != nil {
+		p.log.Debug("on-demand lookup failed", "address", name, "error", err)
+		return false
+	}
+	return true
 }
 
 // identityOf is the SPIFFE identity of a workload.
