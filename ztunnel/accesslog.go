@@ -18,6 +18,7 @@ type connInfo struct {
 	SrcWorkload *workload.Workload
 	SrcIdentity string
 	Dst         netip.AddrPort // the address the client asked for
+	ActualDst   netip.AddrPort // the address the proxy connected to
 	HBONEAddr   string         // the :authority sent or received, if HBONE
 	DstService  string         // "ns/hostname" of the service the VIP belonged to
 	DstWorkload *workload.Workload
@@ -27,6 +28,18 @@ type connInfo struct {
 
 // logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
 // at WARN with the error when it failed.
+// view is how the connection appears in the admin dump.
+func (ci *connInfo) view() ConnView {
+	v := ConnView{Direction: ci.Direction, Src: ci.Src.String(), Protocol: ci.Protocol}
+	if ci.Dst.IsValid() {
+		v.OriginalDst = ci.Dst.String()
+	}
+	if ci.ActualDst.IsValid() {
+		v.ActualDst = ci.ActualDst.String()
+	}
+	return v
+}
+
 func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	attrs := []slog.Attr{
 		slog.String("src.addr", ci.Src.String()),

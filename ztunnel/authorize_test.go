@@ -48,7 +48,9 @@ func TestAuthorizeAndReauthorize(t *testing.T) {
 	var tr connTracker
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	untrack := tr.track(&inboundConn{conn: authzConn(src, to, other), dstUID: dst.UID, cancel: cancel})
+	tc := &trackedConn{cancel: cancel}
+	untrack := tr.track(tc)
+	tr.setPolicy(tc, authzConn(src, to, other), dst.UID)
 	if n := tr.reauthorize(snapWith()); n != 0 || ctx.Err() != nil {
 		t.Fatalf("no policies: closed %d connections", n)
 	}
@@ -61,5 +63,10 @@ func TestAuthorizeAndReauthorize(t *testing.T) {
 	untrack()
 	if n := tr.reauthorize(snapWith(allowClient)); n != 0 {
 		t.Errorf("untracked connection re-evaluated: closed %d", n)
+	}
+	// Connections not yet authorized (or outbound) are not subject to re-evaluation.
+	tr.track(&trackedConn{cancel: func(error) { t.Error("unauthorized connection cancelled") }})
+	if n := tr.reauthorize(snapWith(allowClient)); n != 0 {
+		t.Errorf("connection without a policy view re-evaluated: closed %d", n)
 	}
 }

@@ -30,10 +30,10 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 	}
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
-	ic := &inboundConn{cancel: cancel}
-	defer pod.inboundConns.track(ic)()
+	tc := &trackedConn{cancel: cancel}
+	defer pod.conns.track(tc)()
 
-	code, up, err := pod.connectInbound(ctx, r, ci, ic, peer)
+	code, up, err := pod.connectInbound(ctx, r, ci, tc, peer)
 	if err != nil {
 		r.Reject(code, err.Error())
 		logConn(pod.log, ci, spliceResult{}, err)
@@ -45,11 +45,12 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 		logConn(pod.log, ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
 		return
 	}
+	pod.conns.set(tc, ci.view())
 	res := splice(connCtx, st, up)
 	logConn(pod.log, ci, res, nil)
 }
 
-func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, ic *inboundConn, peer *certs.Identity) (int, net.Conn, error) {
+func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (int, net.Conn, error) {
 	host, port, err := hbone.ParseAuthority(r.Authority)
 	if err != nil {
 		return http.StatusBadRequest, nil, fmt.Errorf("bad :authority %q: %w", r.Authority, err)
@@ -71,7 +72,7 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 	if h := hbone.ForwardedHost(r.Header.Get(hbone.HeaderForwarded)); h != "" {
 		ci.DstService = h
 	}
-	if err := pod.admit(ctx, ci, ic, peer); err != nil {
+	if err := pod.admit(ctx, ci, tc, peer); err != nil {
 		if _, denied := err.(*policyError); denied {
 			return http.StatusUnauthorized, nil, err
 		}
@@ -81,13 +82,14 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 	if err != nil {
 		return http.StatusServiceUnavailable, nil, fmt.Errorf("connect to application %s: %w", ci.Dst, err)
 	}
+	ci.ActualDst = ci.Dst
 	return http.StatusOK, up, nil
 }
 
 // admit finds the pod's own workload (waiting briefly if the pod is newer than the config) and
-// the client's, and applies the pod's authorization policies. ic must already be tracked, so a
+// the client's, and applies the pod's authorization policies. tc must already be tracked, so a
 // policy change after this check is not missed.
-func (pod *podProxy) admit(ctx context.Context, ci *connInfo, ic *inboundConn, peer *certs.Identity) error {
+func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, peer *certs.Identity) error {
 	dst, err := pod.p.sourceWorkload(ctx, pod, ci.Dst.Addr())
 	if err != nil {
 		return fmt.Errorf("unknown destination workload: %w", err)
@@ -96,9 +98,9 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, ic *inboundConn, p
 	ci.DstIdentity = pod.p.identityOf(dst).String()
 	snap := pod.p.store.Load()
 	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
-	ic.conn = authzConn(ci.Src, ci.Dst, peer)
-	ic.dstUID = dst.UID
-	return authorize(snap, dst, ic.conn)
+	c := authzConn(ci.Src, ci.Dst, peer)
+	pod.conns.setPolicy(tc, c, dst.UID)
+	return authorize(snap, dst, c)
 }
 
 // handleInboundPlaintext proxies a plaintext connection the pod's redirection sent to port
@@ -108,20 +110,21 @@ func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 	ci := &connInfo{Direction: "inbound", Protocol: "TCP", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
-	ic := &inboundConn{cancel: cancel}
-	defer pod.inboundConns.track(ic)()
+	tc := &trackedConn{cancel: cancel}
+	defer pod.conns.track(tc)()
 
-	up, err := pod.connectPlaintext(c, ci, ic)
+	up, err := pod.connectPlaintext(c, ci, tc)
 	if err != nil {
 		resetClose(c)
 		logConn(pod.log, ci, spliceResult{}, err)
 		return
 	}
+	pod.conns.set(tc, ci.view())
 	res := splice(connCtx, c, up)
 	logConn(pod.log, ci, res, nil)
 }
 
-func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, ic *inboundConn) (net.Conn, error) {
+func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, tc *trackedConn) (net.Conn, error) {
 	dst, err := redirect.OriginalDst(c)
 	if err != nil {
 		return nil, fmt.Errorf("original destination: %w", err)
@@ -130,9 +133,10 @@ func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, ic *inboundConn)
 	if illegalPort(dst.Port()) {
 		return nil, fmt.Errorf("refusing plaintext connection to proxy port %d", dst.Port())
 	}
-	if err := pod.admit(pod.ctx, ci, ic, nil); err != nil {
+	if err := pod.admit(pod.ctx, ci, tc, nil); err != nil {
 		return nil, err
 	}
+	ci.ActualDst = dst
 	return pod.dialApp(pod.ctx, ci.Src.Addr(), dst)
 }
 

@@ -22,13 +22,19 @@ import (
 //	→ HBONE tunnel from the pool (or plain TCP) → splice.
 func (pod *podProxy) handleOutbound(c net.Conn) {
 	ci := &connInfo{Direction: "outbound", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	defer cancel(nil)
+	tc := &trackedConn{cancel: cancel}
+	defer pod.conns.track(tc)()
+
 	up, err := pod.connectOutbound(c, ci)
 	if err != nil {
 		resetClose(c)
 		logConn(pod.log, ci, spliceResult{}, err)
 		return
 	}
-	res := splice(pod.ctx, c, up)
+	pod.conns.set(tc, ci.view())
+	res := splice(connCtx, c, up)
 	logConn(pod.log, ci, res, nil)
 }
 
@@ -62,7 +68,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	}
 	if target.Workload == nil {
 		// Not a mesh destination: pass through to where the client was going.
-		ci.Protocol = "TCP"
+		ci.Protocol, ci.ActualDst = "TCP", dst
 		return pod.dial(pod.ctx, "tcp", dst.String(), netip.AddrPort{})
 	}
 	ci.DstWorkload = target.Workload
@@ -80,7 +86,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	upAddr := netip.AddrPortFrom(ip, target.Port)
 
 	if target.Workload.Protocol != workload.ProtocolHBONE {
-		ci.Protocol = "TCP"
+		ci.Protocol, ci.ActualDst = "TCP", upAddr
 		return pod.dial(pod.ctx, "tcp", upAddr.String(), netip.AddrPort{})
 	}
 
@@ -98,6 +104,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 		Dst:           netip.AddrPortFrom(ip, HBONEPort),
 		SrcIP:         ci.Src.Addr().Unmap(),
 	}
+	ci.ActualDst = key.Dst
 	hdr := http.Header{}
 	host := ""
 	if svc != nil {

@@ -34,7 +34,7 @@ type podProxy struct {
 	outbound, inbound, hboneLn net.Listener
 	hboneSrv                   *hbone.Server
 	pool                       *hbone.Pool
-	inboundConns               connTracker // live inbound connections, re-authorized on policy changes
+	conns                      connTracker // live connections: dumps, re-authorization, forced drain
 
 	ctx    context.Context // cancelled (with errPodClosed) when the pod is removed
 	cancel context.CancelCauseFunc

@@ -1,0 +1,124 @@
+package ztunnel
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"github.com/ztunnel-go/ztunnel/authz"
+	"github.com/ztunnel-go/ztunnel/workload"
+)
+
+// trackedConn is one live connection of a pod. The handler that owns it sets its fields
+// through the tracker (set, setPolicy), so that dumps and policy re-evaluation, which run on
+// other goroutines, read a consistent view.
+type trackedConn struct {
+	cancel context.CancelCauseFunc // ends the connection (policy change, forced drain)
+
+	// Guarded by connTracker.mu.
+	view   ConnView
+	policy *authz.Conn // set once an inbound connection was authorized; nil otherwise
+	dstUID string      // the local workload whose policies apply
+}
+
+// ConnView describes a live connection as the admin dump shows it (workloadState).
+type ConnView struct {
+	Direction   string // "inbound" | "outbound"
+	Src         string // client address
+	OriginalDst string // where the client was going ("" if unknown yet)
+	ActualDst   string // where the proxy connected ("" until it did)
+	Protocol    string // "TCP" | "HBONE"
+}
+
+// connTracker holds a pod's live connections.
+type connTracker struct {
+	mu    sync.Mutex // guards conns and the guarded fields of every trackedConn
+	conns map[*trackedConn]struct{}
+}
+
+// track registers a connection; the returned function unregisters it.
+func (t *connTracker) track(tc *trackedConn) (untrack func()) {
+	t.mu.Lock()
+	if t.conns == nil {
+		t.conns = map[*trackedConn]struct{}{}
+	}
+	t.conns[tc] = struct{}{}
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		delete(t.conns, tc)
+		t.mu.Unlock()
+	}
+}
+
+// set publishes what is known about a connection.
+func (t *connTracker) set(tc *trackedConn, v ConnView) {
+	t.mu.Lock()
+	tc.view = v
+	t.mu.Unlock()
+}
+
+// setPolicy makes an authorized inbound connection subject to later policy changes.
+func (t *connTracker) setPolicy(tc *trackedConn, c authz.Conn, dstUID string) {
+	t.mu.Lock()
+	tc.policy, tc.dstUID = &c, dstUID
+	t.mu.Unlock()
+}
+
+// views returns the live connections, sorted for stable output.
+func (t *connTracker) views() []ConnView {
+	t.mu.Lock()
+	out := make([]ConnView, 0, len(t.conns))
+	for tc := range t.conns {
+		out = append(out, tc.view)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Direction != out[j].Direction {
+			return out[i].Direction < out[j].Direction
+		}
+		return out[i].Src < out[j].Src
+	})
+	return out
+}
+
+// reauthorize re-evaluates every authorized connection against snap and closes those now
+// denied. It returns how many it closed.
+func (t *connTracker) reauthorize(snap *workload.Snapshot) int {
+	type check struct {
+		tc     *trackedConn
+		conn   authz.Conn
+		dstUID string
+	}
+	t.mu.Lock()
+	checks := make([]check, 0, len(t.conns))
+	for tc := range t.conns {
+		if tc.policy != nil {
+			checks = append(checks, check{tc, *tc.policy, tc.dstUID})
+		}
+	}
+	t.mu.Unlock()
+	closed := 0
+	for _, c := range checks {
+		reason := ""
+		if dst := snap.WorkloadByUID(c.dstUID); dst == nil {
+			reason = "destination workload " + c.dstUID + " is gone"
+		} else if d := authz.Evaluate(snap.PoliciesFor(dst), c.conn); !d.Allow {
+			reason = d.Reason
+		}
+		if reason != "" {
+			c.tc.cancel(&policyError{reason: reason, late: true})
+			closed++
+		}
+	}
+	return closed
+}
+
+// closeAll ends every connection with cause (forced drain).
+func (t *connTracker) closeAll(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tc := range t.conns {
+		tc.cancel(cause)
+	}
+}
