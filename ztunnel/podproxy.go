@@ -36,9 +36,10 @@ type podProxy struct {
 	pool                       *hbone.Pool
 	conns                      connTracker // live connections: dumps, re-authorization, forced drain
 
-	ctx    context.Context // cancelled (with errPodClosed) when the pod is removed
+	ctx    context.Context // cancelled when the pod's connections must end (removal, forced drain)
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup // accept loops and connection handlers
+	wg     sync.WaitGroup // accept loops and connection handlers: what a drain waits for
+	bg     sync.WaitGroup // background work that lives until ctx ends (policy watcher)
 }
 
 func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (*podProxy, error) {
@@ -78,7 +79,8 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 		Handler:   hbone.HandlerFunc(pod.serveHBONE),
 	}
 
-	pod.wg.Add(1)
+	allowListenerMigration(ns, pod.log)
+	pod.bg.Add(1)
 	go pod.watchPolicies()
 	pod.goAccept(pod.outbound, pod.handleOutbound)
 	pod.goAccept(pod.inbound, pod.handleInboundPlaintext)
@@ -149,23 +151,39 @@ func (pod *podProxy) goAccept(ln net.Listener, handle func(net.Conn)) {
 	}()
 }
 
-// close stops the pod: no new connections, open ones are ended, the pool and the namespace
-// handle are released. It waits for handlers until ctx is done.
+// close stops the pod at once: the pod is gone, so its connections are ended without waiting.
 func (pod *podProxy) close(ctx context.Context) {
 	pod.cancel(errPodClosed)
+	pod.drain(ctx)
+}
+
+// drain stops the pod gracefully: no new connections (the listeners close, so a newer proxy
+// bound to the same ports with SO_REUSEPORT gets them), GOAWAY on inbound HBONE connections,
+// and open connections may finish until ctx is done. Then whatever is left is closed, the
+// pool and the namespace handle are released.
+func (pod *podProxy) drain(ctx context.Context) {
 	pod.outbound.Close()
 	pod.inbound.Close()
-	shutdown, cancel := context.WithTimeout(ctx, time.Second)
-	pod.hboneSrv.Shutdown(shutdown) // closes hboneLn
-	cancel()
-	pod.pool.Close()
-	done := make(chan struct{})
-	go func() { pod.wg.Wait(); close(done) }()
+	shutdownDone := make(chan struct{})
+	go func() {
+		pod.hboneSrv.Shutdown(ctx) // closes hboneLn, sends GOAWAY, waits for streams or ctx
+		close(shutdownDone)
+	}()
+	handlersDone := make(chan struct{})
+	go func() { pod.wg.Wait(); close(handlersDone) }()
 	select {
-	case <-done:
+	case <-handlersDone:
 	case <-ctx.Done():
-		pod.log.Warn("pod handlers still running at shutdown deadline")
+		n := len(pod.conns.views())
+		pod.log.Warn("drain deadline reached: closing remaining connections", "open", n)
+		pod.cancel(errDrainDeadline)
+		pod.hboneSrv.Close()
+		<-handlersDone // every handler ends once its connection is closed
 	}
+	<-shutdownDone
+	pod.cancel(errPodClosed)
+	pod.bg.Wait()
+	pod.pool.Close()
 	pod.ns.Close()
 }
 

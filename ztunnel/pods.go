@@ -88,11 +88,18 @@ func (m *podManager) remove(ctx context.Context, uid string) bool {
 	return true
 }
 
-// closeAll stops every pod (process shutdown).
-func (m *podManager) closeAll(ctx context.Context) {
-	for _, uid := range m.uids() {
-		m.remove(ctx, uid)
+// drainAll stops every pod gracefully (process shutdown), all at once, giving open
+// connections until ctx is done to finish.
+func (m *podManager) drainAll(ctx context.Context) {
+	m.mu.Lock()
+	pods := m.pods
+	m.pods = map[string]*podProxy{}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, pod := range pods {
+		wg.Go(func() { pod.drain(ctx) })
 	}
+	wg.Wait()
 }
 
 func (m *podManager) uids() []string {
@@ -106,4 +113,7 @@ func (m *podManager) uids() []string {
 	return out
 }
 
-var errPodClosed = errors.New("pod removed")
+var (
+	errPodClosed     = errors.New("pod removed")
+	errDrainDeadline = errors.New("proxy shutting down: drain deadline reached")
+)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,13 +27,16 @@ type Proxy struct {
 	xds   *workload.XDSClient  // nil in local mode
 	certs *certs.Manager
 	pods  *podManager
+
+	quit     chan struct{} // closed by Quit
+	quitOnce sync.Once
 }
 
 // New validates cfg and loads the initial workload configuration. An error here means the
 // proxy cannot start (the caller exits non-zero); nothing has been started yet.
 func New(cfg Config) (*Proxy, error) {
 	cfg = cfg.withDefaults()
-	p := &Proxy{cfg: cfg, log: cfg.Logger, store: workload.NewStore()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, store: workload.NewStore(), quit: make(chan struct{})}
 
 	switch {
 	case cfg.LocalXDSPath != "":
@@ -84,9 +88,23 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Run serves until ctx is done, then stops every pod's listeners and returns. Cancellation is
-// the normal way to stop and is not an error.
+// Quit starts a graceful shutdown, as SIGTERM does (admin POST /quitquitquit).
+func (p *Proxy) Quit() { p.quitOnce.Do(func() { close(p.quit) }) }
+
+// Run serves until ctx is done or Quit is called, then drains: every pod's listeners close
+// (a newer proxy sharing them with SO_REUSEPORT takes new connections), inbound HBONE
+// connections get GOAWAY, and open connections have TerminationDeadline to finish before the
+// rest are closed. Cancellation is the normal way to stop and is not an error.
 func (p *Proxy) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-p.quit:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error { return p.prefetchCerts(gctx) })
@@ -118,9 +136,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("proxy started", "node", p.cfg.NodeName, "zds", p.cfg.InPodUDS, "network", p.cfg.Network)
 
 	err := g.Wait()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
+	p.log.Info("draining", "deadline", p.cfg.TerminationDeadline)
+	drainCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
 	defer cancel()
-	p.pods.closeAll(shutdownCtx)
+	p.pods.drainAll(drainCtx)
+	p.log.Info("drained")
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
