@@ -44,7 +44,7 @@ func authzConn(src, dst netip.AddrPort, peer *certs.Identity) authz.Conn {
 // watchPolicies re-authorizes the pod's inbound connections after every config change, until
 // the pod is closed.
 func (pod *podProxy) watchPolicies() {
-	defer pod.wg.Done()
+	defer pod.bg.Done()
 	for {
 		changed := pod.p.store.Changed()
 		select {
