@@ -18,6 +18,8 @@ type podAgent interface {
 	AddPod(ctx context.Context, uid string, info zds.WorkloadInfo, netnsPath string) error
 	// DelPod tells the node's proxy that the pod is gone.
 	DelPod(ctx context.Context, uid string) error
+	// waitSynced waits until n connected proxies have taken over every pod (snapshot ACKed).
+	waitSynced(ctx context.Context, n int) error
 	// close stops the ZDS server.
 	close()
 }
@@ -46,6 +48,8 @@ func startNodeAgent(socketPath string, logger *slog.Logger) (*nodeAgent, error) 
 	}()
 	return a, nil
 }
+
+func (a *nodeAgent) waitSynced(ctx context.Context, n int) error { return a.ZDS.WaitSynced(ctx, n) }
 
 func (a *nodeAgent) close() {
 	a.cancel()

@@ -60,6 +60,8 @@ type node struct {
 	proxy    *proxyProc   // nil without proxies
 	sockPath string       // INPOD_UDS
 	logPath  string       // proxy log
+	env      []string     // the proxy's environment (UpgradeProxy starts another with it)
+	proxyGen int          // proxies started on this node so far
 	// tokenPath is the proxy's AUTH_TOKEN file (Config.ControlPlane), else "".
 	tokenPath string
 

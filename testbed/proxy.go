@@ -49,6 +49,7 @@ func (c *Cluster) startProxies(ctx context.Context) error {
 			env = append(env, "LOCAL_XDS_PATH="+c.configPath, "XDS_ADDRESS=", "CA_CERT="+c.caCert, "CA_KEY="+c.caKey)
 		}
 		env = append(env, c.cfg.ExtraEnv...)
+		n.env, n.proxyGen = env, 1
 		p, err := startProxy(n.spec.Name, n.netns, c.cfg.Ztunnel, env, n.logPath)
 		if err != nil {
 			return err
@@ -67,6 +68,67 @@ func (c *Cluster) startProxies(ctx context.Context) error {
 		return fmt.Errorf("start proxies: %w\n%s", err, strings.TrimRight(tails.String(), "\n"))
 	}
 	return nil
+}
+
+// UpgradeProxy replaces a node's proxy the way a DaemonSet rolling update does: a new proxy
+// process starts (log in a new file, see ProxyLog), connects to the node agent and takes over
+// every pod, binding its listeners next to the old ones (SO_REUSEPORT); then the old process
+// gets SIGTERM and drains. It returns once the old process has exited, with an error if it did
+// not exit cleanly within grace.
+func (c *Cluster) UpgradeProxy(ctx context.Context, nodeName string, grace time.Duration) error {
+	c.mu.Lock()
+	n := c.nodeLocked(nodeName)
+	c.mu.Unlock()
+	if n == nil || n.proxy == nil {
+		return fmt.Errorf("upgrade proxy: no proxy on node %q", nodeName)
+	}
+	old := n.proxy
+	n.proxyGen++
+	logPath := filepath.Join(c.dir, fmt.Sprintf("%s.%d.log", n.spec.Name, n.proxyGen))
+	p, err := startProxy(n.spec.Name, n.netns, c.cfg.Ztunnel, n.env, logPath)
+	if err != nil {
+		return fmt.Errorf("upgrade proxy on %s: %w", nodeName, err)
+	}
+	if err := writeIdent(filepath.Join(c.stateDir, proxyPrefix+n.spec.Name+fmt.Sprint(n.proxyGen)), p.ident); err != nil {
+		p.stop(time.Second)
+		return err
+	}
+	c.log.Info("proxy started (upgrade)", "node", nodeName, "pid", p.ident.pid, "log", logPath)
+	if err := n.agent.waitSynced(ctx, 2); err != nil {
+		p.stop(time.Second)
+		return fmt.Errorf("upgrade proxy on %s: new proxy did not take over the pods: %w\n%s", nodeName, err, p.logTail(20))
+	}
+	n.proxy, n.logPath = p, logPath
+	c.log.Info("terminating old proxy", "node", nodeName, "pid", old.ident.pid)
+	return old.terminate(grace)
+}
+
+// TerminateProxy sends SIGTERM to a node's proxy and waits up to grace for it to exit. It returns
+// an error if the proxy did not exit cleanly (status 0) in time; it is killed then.
+func (c *Cluster) TerminateProxy(nodeName string, grace time.Duration) error {
+	c.mu.Lock()
+	n := c.nodeLocked(nodeName)
+	c.mu.Unlock()
+	if n == nil || n.proxy == nil {
+		return fmt.Errorf("terminate proxy: no proxy on node %q", nodeName)
+	}
+	return n.proxy.terminate(grace)
+}
+
+// terminate sends SIGTERM and waits up to grace for a clean exit.
+func (p *proxyProc) terminate(grace time.Duration) error {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.waitErr != nil {
+			return fmt.Errorf("proxy on %s: %w; log ends with:\n%s", p.node, p.waitErr, p.logTail(20))
+		}
+		return nil
+	case <-time.After(grace):
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("proxy on %s did not exit within %s of SIGTERM; log ends with:\n%s", p.node, grace, p.logTail(20))
+	}
 }
 
 // proxyProc is one running proxy process.

@@ -24,6 +24,8 @@ type proxyConn struct {
 	closeOnce sync.Once
 	done      chan struct{} // closed by close
 	err       error         // why the connection ended; written once before done is closed
+
+	synced bool // its snapshot was acknowledged; guarded by Server.mu
 }
 
 func newProxyConn(c *net.UnixConn) *proxyConn {

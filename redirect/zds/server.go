@@ -103,6 +103,30 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
+// WaitSynced waits until at least n connected proxies have acknowledged their snapshot, i.e.
+// have taken over every known pod (a new proxy during an upgrade), or ctx is done.
+func (s *Server) WaitSynced(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		synced := 0
+		for _, pc := range s.conns {
+			if pc.synced {
+				synced++
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		if synced >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("zds: %d of %d proxies synced: %w", synced, n, ctx.Err())
+		}
+	}
+}
+
 // Connected returns the number of connected proxies.
 func (s *Server) Connected() int {
 	s.mu.Lock()
@@ -211,6 +235,10 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 	err := s.sendSnapshot(ctx, pc, snap, pods)
 	pc.reqMu.Unlock()
 	if err == nil {
+		s.mu.Lock()
+		pc.synced = true
+		s.notifyLocked()
+		s.mu.Unlock()
 		s.logger.Info("zds proxy connected", "pods", len(snap))
 		<-pc.done
 		err = pc.err
