@@ -28,8 +28,10 @@ unit:
 	$(GO) test -count=1 -short $(PKGS)
 
 # Everything: unit tests, fuzz seeds, and (as root) the end-to-end tests in network namespaces.
+# The micro-benchmarks run once each, only to prove they still work (no timing is judged).
 test: deps vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 # Scenario S1 in the netns testbed (needs root).
 demo: deps build
