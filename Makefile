@@ -30,8 +30,8 @@ unit:
 # Everything: unit tests, fuzz seeds, and (as root) the end-to-end tests in network namespaces.
 # The micro-benchmarks run once each, only to prove they still work (no timing is judged).
 test: deps vet
-	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
+	$(GO) test $(TESTFLAGS) $(PKGS)
 
 # Scenario S1 in the netns testbed (needs root).
 demo: deps build
