@@ -2,6 +2,7 @@ package ztunnel
 
 import (
 	"math/rand/v2"
+	"sort"
 
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -31,55 +32,21 @@ func defaultRand(n uint64) uint64 { return rand.Uint64N(n) }
 //     len(preferences). Only the endpoints of the highest rank stay;
 //  4. one of them is picked at random, weighted by workload capacity.
 //
-// It returns false when nothing qualifies. The endpoint set is walked twice instead of being
-// collected, so a pick does not allocate.
+// It returns false when nothing qualifies. The qualifying endpoints of a (service, port,
+// source locality) depend only on the snapshot, which is immutable, so they are computed once
+// per snapshot (candidateSet) and each pick is a binary search over cumulative capacities:
+// no allocation and O(log n) per connection.
 func selectEndpoint(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, svcPort uint16, rnd randSource) (upstream, bool) {
-	svcTarget, ok := svc.Ports[svcPort]
-	if !ok {
+	cs := selections.get(snap, src, svc, svcPort)
+	if cs.total == 0 {
 		return upstream{}, false
 	}
-	lb := svc.LoadBalancing
-	ranked := lb != nil && (lb.Mode == workload.LBModeFailover || lb.Mode == workload.LBModeStrict)
-
-	// Pass 1: the best rank and the total capacity at that rank.
-	best, total := -1, uint64(0)
-	for _, ep := range svc.Endpoints {
-		wl, rank, ok := candidate(snap, src, svc, ep, svcPort, svcTarget, lb, ranked)
-		if !ok {
-			continue
-		}
-		switch {
-		case rank > best:
-			best, total = rank, uint64(wl.Capacity)
-		case rank == best:
-			total += uint64(wl.Capacity)
-		}
-	}
-	if best < 0 || total == 0 {
-		return upstream{}, false
-	}
-
-	// Pass 2: walk to the randomly chosen unit of capacity among the best-ranked endpoints.
-	// Map order differs between the passes, which does not matter: any fixed order over the
-	// same set gives each endpoint a chance proportional to its capacity.
-	r := rnd(total)
-	var last upstream
-	for _, ep := range svc.Endpoints {
-		wl, rank, ok := candidate(snap, src, svc, ep, svcPort, svcTarget, lb, ranked)
-		if !ok || rank != best || wl.Capacity == 0 {
-			continue
-		}
-		last = upstream{Workload: wl, Port: targetPort(ep, svcPort, svcTarget)}
-		if r < uint64(wl.Capacity) {
-			return last, true
-		}
-		r -= uint64(wl.Capacity)
-	}
-	// Only reachable if the snapshot changed under us, which it cannot (snapshots are immutable).
-	return last, last.Workload != nil
+	r := rnd(cs.total)
+	i := sort.Search(len(cs.cum), func(i int) bool { return cs.cum[i] > r })
+	return cs.ups[i], true
 }
 
-// candidate applies the filters of step 2 and computes the rank of step 3.
+// candidate applies the filters of step 2 and computes the rank of step 3 for one endpoint.
 func candidate(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, ep *workload.Endpoint,
 	svcPort, svcTarget uint16, lb *workload.LoadBalancing, ranked bool) (*workload.Workload, int, bool) {
 	wl := snap.WorkloadByUID(ep.WorkloadUID)

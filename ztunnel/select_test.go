@@ -281,3 +281,27 @@ func BenchmarkSelect(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSelectBuild measures the first pick after a config change: building the candidate
+// set of a service (later picks reuse it).
+func BenchmarkSelectBuild(b *testing.B) {
+	prefs := []workload.Scope{workload.ScopeNetwork, workload.ScopeRegion, workload.ScopeZone, workload.ScopeSubzone}
+	var wls []*workload.Workload
+	var uids []string
+	for i := range 10000 {
+		loc := workload.Locality{Region: "r", Zone: "z" + strconv.Itoa(i%4), Subzone: "s" + strconv.Itoa(i%16)}
+		w := lbWorkload("w"+strconv.Itoa(i), "", loc, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
+		wls = append(wls, w)
+		uids = append(uids, w.UID)
+	}
+	svc := lbService("svc", workload.LBModeFailover, prefs, uids...)
+	snap := mustSnapshot(b, wls, svc)
+	svc = snap.ServiceByHost("default", svc.Hostname)
+	src := lbWorkload("src", "", workload.Locality{Region: "r", Zone: "z1", Subzone: "s5"}, "10.255.0.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if cs := buildCandidates(snap, src, svc, 80); cs.total == 0 {
+			b.Fatal("no candidates")
+		}
+	}
+}
