@@ -9,7 +9,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
-// connInfo describes one proxied connection for the access log (and, later, metrics).
+// connInfo describes one proxied connection for the access log and the metrics.
 // Field names follow the reference's access log (ztunnel-behavior.md §2.9).
 type connInfo struct {
 	Direction   string // "outbound" | "inbound"
@@ -24,6 +24,13 @@ type connInfo struct {
 	DstWorkload *workload.Workload
 	DstIdentity string
 	Start       time.Time
+
+	// DstSvc is the service the connection was for: outbound, the one whose VIP was dialed;
+	// inbound, the local workload's service the client named or whose port matches. nil if none.
+	DstSvc *workload.Service
+	// opened holds the metric labels from the moment the connection counted as opened
+	// (see Proxy.opened); nil for connections refused before that, which are only logged.
+	opened *trafficLabels
 }
 
 // logConn writes the one access-log line of a finished connection: at INFO when it succeeded,

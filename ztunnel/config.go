@@ -83,6 +83,18 @@ type Config struct {
 
 	// Logger receives the proxy's logs, including one access-log line per connection.
 	Logger *slog.Logger
+	// LogControl, when set, is what Logger's records pass through (see LogControl): the admin
+	// /logging endpoint reads and changes its levels. Nil: /logging cannot (it answers 500).
+	LogControl *LogControl
+	// AdminAddr is where the admin endpoint listens ("localhost:15000": 127.0.0.1 and ::1).
+	// It must be localhost or a loopback IP.
+	AdminAddr string
+
+	// MetricsAddr is where Prometheus metrics are served, at /metrics and /stats/prometheus
+	// (":15020", the reference's statsPort).
+	MetricsAddr string
+	// ReadinessAddr is where /healthz/ready is served (":15021").
+	ReadinessAddr string
 }
 
 // Ports of the in-pod listeners (ztunnel-behavior.md §1). They are not configurable in the
@@ -150,6 +162,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "localhost:15000"
+	}
+	if c.MetricsAddr == "" {
+		c.MetricsAddr = ":15020"
+	}
+	if c.ReadinessAddr == "" {
+		c.ReadinessAddr = ":15021"
 	}
 	return c
 }

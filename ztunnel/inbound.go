@@ -36,18 +36,18 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 	code, up, err := pod.connectInbound(ctx, r, ci, tc, peer)
 	if err != nil {
 		r.Reject(code, err.Error())
-		logConn(pod.log, ci, spliceResult{}, err)
+		pod.finish(ci, spliceResult{}, err)
 		return
 	}
 	st, err := r.Accept(nil)
 	if err != nil {
 		up.Close()
-		logConn(pod.log, ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
+		pod.finish(ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
 		return
 	}
 	pod.conns.set(tc, ci.view())
 	res := splice(connCtx, st, up)
-	logConn(pod.log, ci, res, nil)
+	pod.finish(ci, res, nil)
 }
 
 func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (int, net.Conn, error) {
@@ -98,6 +98,8 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 	ci.DstIdentity = pod.p.identityOf(dst).String()
 	snap := pod.p.store.Load()
 	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
+	ci.DstSvc = guessInboundService(snap, dst, ci.DstService, ci.Dst.Port())
+	pod.opened(ci)
 	c := authzConn(ci.Src, ci.Dst, peer)
 	pod.conns.setPolicy(tc, c, dst.UID)
 	return authorize(snap, dst, c)
@@ -108,6 +110,7 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 // policies that allow unauthenticated clients let it through.
 func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 	ci := &connInfo{Direction: "inbound", Protocol: "TCP", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	defer pod.socketOpened(reporterDestination)()
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
@@ -116,12 +119,12 @@ func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 	up, err := pod.connectPlaintext(c, ci, tc)
 	if err != nil {
 		resetClose(c)
-		logConn(pod.log, ci, spliceResult{}, err)
+		pod.finish(ci, spliceResult{}, err)
 		return
 	}
 	pod.conns.set(tc, ci.view())
 	res := splice(connCtx, c, up)
-	logConn(pod.log, ci, res, nil)
+	pod.finish(ci, res, nil)
 }
 
 func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, tc *trackedConn) (net.Conn, error) {

@@ -22,6 +22,7 @@ import (
 //	→ HBONE tunnel from the pool (or plain TCP) → splice.
 func (pod *podProxy) handleOutbound(c net.Conn) {
 	ci := &connInfo{Direction: "outbound", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	defer pod.socketOpened(reporterSource)()
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
@@ -30,12 +31,12 @@ func (pod *podProxy) handleOutbound(c net.Conn) {
 	up, err := pod.connectOutbound(c, ci)
 	if err != nil {
 		resetClose(c)
-		logConn(pod.log, ci, spliceResult{}, err)
+		pod.finish(ci, spliceResult{}, err)
 		return
 	}
 	pod.conns.set(tc, ci.view())
 	res := splice(connCtx, c, up)
-	logConn(pod.log, ci, res, nil)
+	pod.finish(ci, res, nil)
 }
 
 // connectOutbound resolves where c should go and opens the upstream connection.
@@ -66,9 +67,11 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 			return nil, err
 		}
 	}
+	ci.DstSvc = svc
 	if target.Workload == nil {
 		// Not a mesh destination: pass through to where the client was going.
 		ci.Protocol, ci.ActualDst = "TCP", dst
+		pod.opened(ci)
 		return pod.dial(pod.ctx, "tcp", dst.String(), netip.AddrPort{})
 	}
 	ci.DstWorkload = target.Workload
@@ -87,6 +90,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 
 	if target.Workload.Protocol != workload.ProtocolHBONE {
 		ci.Protocol, ci.ActualDst = "TCP", upAddr
+		pod.opened(ci)
 		return pod.dial(pod.ctx, "tcp", upAddr.String(), netip.AddrPort{})
 	}
 
@@ -115,6 +119,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if b := baggage(src, pod.p.cfg.ClusterID); b != "" {
 		hdr.Set(hbone.HeaderBaggage, b)
 	}
+	pod.opened(ci)
 	ctx, cancel := context.WithTimeout(pod.ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
 	st, err := pod.pool.Connect(ctx, key, upAddr.String(), hdr)

@@ -27,6 +27,12 @@ type Proxy struct {
 	xds   *workload.XDSClient  // nil in local mode
 	certs *certs.Manager
 	pods  *podManager
+	admin *adminServer // localhost:15000
+
+	podEvents *podEvents    // the ZDS handler: p.pods plus the pod proxy counters
+	metrics   *proxyMetrics // served on cfg.MetricsAddr
+	ready     *readiness    // served on cfg.ReadinessAddr
+	served    servedAddrs   // where the metrics and readiness servers listen
 
 	quit     chan struct{} // closed by Quit
 	quitOnce sync.Once
@@ -85,6 +91,14 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: issuer, Logger: p.log.With("component", "certs")})
 	p.pods = newPodManager(p)
+	p.admin = newAdminServer(p)
+	p.podEvents = &podEvents{m: p.pods}
+	p.metrics = newProxyMetrics(p, p.podEvents)
+	p.podEvents.metrics = p.metrics
+	p.ready = newReadiness(p.podEvents.pendingCount, taskStateManager, taskWorkloadManager)
+	if p.xds == nil {
+		p.ready.unblock(taskStateManager) // the local config is loaded
+	}
 	return p, nil
 }
 
@@ -111,10 +125,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.file != nil {
 		g.Go(func() error { return p.file.Run(gctx) })
 	}
+	g.Go(func() error { return p.admin.Run(gctx) })
+	g.Go(func() error {
+		return serveHTTP(gctx, "metrics", p.cfg.MetricsAddr, p.metrics.handler(), p.log.With("component", "metrics"), p.served.set("metrics"))
+	})
+	g.Go(func() error {
+		return serveHTTP(gctx, "readiness", p.cfg.ReadinessAddr, p.ready, p.log.With("component", "readiness"), p.served.set("readiness"))
+	})
 	client := &zds.Client{
-		Path:    p.cfg.InPodUDS,
-		Handler: p.pods,
-		Logger:  p.log.With("component", "zds"),
+		Path:      p.cfg.InPodUDS,
+		Handler:   p.podEvents,
+		Logger:    p.log.With("component", "zds"),
+		OnConnect: p.ready.setZDS,
 	}
 	g.Go(func() error {
 		// Pods are only taken over once the workload config is complete, so that their first
@@ -124,6 +146,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			select {
 			case <-p.xds.Synced():
 				p.log.Info("xDS synced")
+				p.ready.unblock(taskStateManager)
 			case <-gctx.Done():
 				return nil
 			}
@@ -141,6 +164,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer cancel()
 	p.pods.drainAll(drainCtx)
 	p.log.Info("drained")
+	p.admin.finished() // a /quitquitquit waiting for the drain answers now
 	if err != nil && ctx.Err() == nil {
 		return err
 	}

@@ -20,15 +20,23 @@ func main() {
 }
 
 func run() error {
-	logger, _, err := ztunnel.NewLogger(os.Getenv)
+	logger, minLevel, err := ztunnel.NewLogger(os.Getenv)
 	if err != nil {
 		return err
 	}
+	// Levels per component, adjustable at run time (admin /logging): the control filters,
+	// the handler underneath lets everything through.
+	minLevel.Set(ztunnel.LevelTrace)
+	logs, err := ztunnel.NewLogControl(logger.Handler(), ztunnel.LogSpecFromEnv(os.Getenv))
+	if err != nil {
+		return err
+	}
+	logger = logs.Logger()
 	cfg, err := ztunnel.FromEnv(os.Environ())
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	cfg.Logger = logger
+	cfg.Logger, cfg.LogControl = logger, logs
 	proxy, err := ztunnel.New(cfg)
 	if err != nil {
 		return err
