@@ -97,8 +97,14 @@ func (m *podManager) dumpPods() map[string]workloadStateJSON {
 	for _, pod := range m.pods {
 		pods = append(pods, pod)
 	}
+	out := make(map[string]workloadStateJSON, len(pods)+len(m.pending))
+	for uid, pp := range m.pending {
+		out[uid] = workloadStateJSON{
+			State: "Pending",
+			Info:  podInfoJSON{Name: pp.info.Name, Namespace: pp.info.Namespace, ServiceAccount: pp.info.ServiceAccount},
+		}
+	}
 	m.mu.Unlock()
-	out := make(map[string]workloadStateJSON, len(pods))
 	for _, pod := range pods {
 		conns := &connectionsJSON{Inbound: []connJSON{}, Outbound: []connJSON{}}
 		for _, v := range pod.conns.views() {

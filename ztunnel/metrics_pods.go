@@ -10,11 +10,8 @@ import (
 
 // podEvents is the ZDS handler the proxy gives the node agent client: it passes every event to
 // the pod manager and counts what happened to the pod proxies (workload_manager_* metrics).
-// pending is the number of pod proxies being started right now, which readiness waits on.
-//
-// The reference also counts a pod whose proxy failed to start as pending until a retry
-// succeeds; here a failed start is NACKed to the node agent and not retried, so it is not
-// pending.
+// pending is the number of pod proxies being started right now; together with the pods whose
+// start failed and is being retried (podManager.pendingCount) it is what readiness waits on.
 type podEvents struct {
 	m       podSet
 	metrics *proxyMetrics // nil: not counted
@@ -30,6 +27,7 @@ type podSet interface {
 	pod(uid string) *podProxy        // the running proxy of pod uid, or nil
 	podsByUID() map[string]*podProxy // a copy of the running proxies
 	count() int                      // the number of running proxies
+	pendingCount() int               // pods whose proxy failed to start and is retried
 }
 
 var _ podSet = (*podManager)(nil)
@@ -79,8 +77,8 @@ func (e *podEvents) countStopped(n int) {
 	}
 }
 
-// pendingCount is the number of pod proxies being started.
-func (e *podEvents) pendingCount() int { return int(e.pending.Load()) }
+// pendingCount is the number of pod proxies being started or waiting for a retry.
+func (e *podEvents) pendingCount() int { return int(e.pending.Load()) + e.m.pendingCount() }
 
 // pod returns the running proxy of pod uid, or nil.
 func (m *podManager) pod(uid string) *podProxy {

@@ -215,7 +215,8 @@ func (f *fakePods) podsByUID() map[string]*podProxy {
 	}
 	return out
 }
-func (f *fakePods) count() int { return len(f.pods) }
+func (f *fakePods) count() int        { return len(f.pods) }
+func (f *fakePods) pendingCount() int { return 0 }
 
 // The pod lifecycle counters follow the pod manager through starts, no-op re-adds,
 // replacements, failed adds, deletes and reconciles; pending counts starts in progress.

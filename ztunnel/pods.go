@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/ztunnel-go/ztunnel/redirect"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
@@ -13,21 +14,34 @@ import (
 // podManager keeps one podProxy per enrolled pod, driven by the node agent over ZDS.
 // It implements zds.Handler; the ZDS client calls it sequentially.
 type podManager struct {
-	p *Proxy
+	p     *Proxy
+	retry time.Duration // between start attempts of a pending pod (5s)
 
-	mu   sync.Mutex // guards pods
-	pods map[string]*podProxy
+	mu      sync.Mutex // guards pods and pending
+	pods    map[string]*podProxy
+	pending map[string]*pendingPod // pods whose proxy failed to start, retried in the background
+}
+
+// pendingPod is a pod whose listeners could not be started (e.g. a port still held by a
+// terminating proxy without SO_REUSEPORT). It is retried until it starts or is removed; while
+// any pod is pending the proxy is not ready.
+type pendingPod struct {
+	info    zds.WorkloadInfo
+	ns      *redirect.NetNS
+	lastErr error
+	stop    chan struct{} // closed when the pod is removed or the proxy shuts down
 }
 
 var _ zds.Handler = (*podManager)(nil)
 
 func newPodManager(p *Proxy) *podManager {
-	return &podManager{p: p, pods: map[string]*podProxy{}}
+	return &podManager{p: p, retry: 5 * time.Second, pods: map[string]*podProxy{}, pending: map[string]*pendingPod{}}
 }
 
 // AddWorkload starts the listeners of a pod inside its network namespace. Adding a pod that
 // already runs in the same namespace is a no-op; in a different one (the pod sandbox was
-// recreated) the old proxy is replaced. An error is sent back to the node agent as a NACK.
+// recreated) the old proxy is replaced. If the listeners cannot be started the error goes back
+// to the node agent as a NACK and the pod stays pending: it is retried in the background.
 func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) error {
 	m.mu.Lock()
 	old := m.pods[uid]
@@ -39,9 +53,16 @@ func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.Workl
 		}
 		m.remove(ctx, uid)
 	}
+	m.dropPending(uid)
 	pod, err := startPod(m.p, uid, info, ns)
 	if err != nil {
-		ns.Close()
+		pp := &pendingPod{info: info, ns: ns, lastErr: err, stop: make(chan struct{})}
+		m.mu.Lock()
+		m.pending[uid] = pp
+		m.mu.Unlock()
+		go m.retryPending(uid, pp)
+		m.p.log.Warn("pod proxy failed to start; retrying", "uid", uid, "pod", info.Namespace+"/"+info.Name,
+			"retry", m.retry, "error", err)
 		return err
 	}
 	m.mu.Lock()
@@ -51,9 +72,62 @@ func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.Workl
 	return nil
 }
 
+// retryPending tries to start a pending pod every m.retry until it starts or is dropped.
+func (m *podManager) retryPending(uid string, pp *pendingPod) {
+	t := time.NewTicker(m.retry)
+	defer t.Stop()
+	for {
+		select {
+		case <-pp.stop:
+			return
+		case <-t.C:
+		}
+		pod, err := startPod(m.p, uid, pp.info, pp.ns)
+		m.mu.Lock()
+		if m.pending[uid] != pp { // dropped while starting
+			m.mu.Unlock()
+			if err == nil {
+				pod.close(context.Background())
+			}
+			return
+		}
+		if err != nil {
+			pp.lastErr = err
+			m.mu.Unlock()
+			continue
+		}
+		delete(m.pending, uid)
+		m.pods[uid] = pod
+		m.mu.Unlock()
+		m.p.log.Info("pod enrolled after retry", "uid", uid, "pod", pp.info.Namespace+"/"+pp.info.Name)
+		return
+	}
+}
+
+// dropPending forgets a pending pod and stops its retries.
+func (m *podManager) dropPending(uid string) bool {
+	m.mu.Lock()
+	pp := m.pending[uid]
+	delete(m.pending, uid)
+	m.mu.Unlock()
+	if pp == nil {
+		return false
+	}
+	close(pp.stop)
+	pp.ns.Close()
+	return true
+}
+
+// pendingCount is the number of pods whose proxy failed to start and is being retried.
+func (m *podManager) pendingCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pending)
+}
+
 // DelWorkload stops a pod's listeners and closes its connections: the pod is gone.
 func (m *podManager) DelWorkload(ctx context.Context, uid string) error {
-	if !m.remove(ctx, uid) {
+	if !m.remove(ctx, uid) && !m.dropPending(uid) {
 		m.p.log.Debug("delete of unknown pod", "uid", uid)
 	}
 	return nil
@@ -68,9 +142,16 @@ func (m *podManager) Reconcile(ctx context.Context, keep map[string]bool) error 
 			stale = append(stale, uid)
 		}
 	}
+	for uid := range m.pending {
+		if !keep[uid] {
+			stale = append(stale, uid)
+		}
+	}
 	m.mu.Unlock()
 	for _, uid := range stale {
-		m.remove(ctx, uid)
+		if !m.remove(ctx, uid) {
+			m.dropPending(uid)
+		}
 	}
 	return nil
 }
@@ -94,7 +175,14 @@ func (m *podManager) drainAll(ctx context.Context) {
 	m.mu.Lock()
 	pods := m.pods
 	m.pods = map[string]*podProxy{}
+	var pending []string
+	for uid := range m.pending {
+		pending = append(pending, uid)
+	}
 	m.mu.Unlock()
+	for _, uid := range pending {
+		m.dropPending(uid)
+	}
 	var wg sync.WaitGroup
 	for _, pod := range pods {
 		wg.Go(func() { pod.drain(ctx) })
