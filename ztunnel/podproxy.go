@@ -87,11 +87,36 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 	pod.wg.Add(1)
 	go func() {
 		defer pod.wg.Done()
-		if err := pod.hboneSrv.Serve(pod.hboneLn); err != nil && !errors.Is(err, net.ErrClosed) && pod.ctx.Err() == nil {
+		if err := pod.hboneSrv.Serve(countingListener{pod.hboneLn, pod}); err != nil && !errors.Is(err, net.ErrClosed) && pod.ctx.Err() == nil {
 			pod.log.Error("HBONE listener stopped", "error", err)
 		}
 	}()
 	return pod, nil
+}
+
+// countingListener counts the HBONE sockets it accepts in istio_tcp_sockets_open until they
+// close (the hbone server owns those connections, so the count is kept on the socket).
+type countingListener struct {
+	net.Listener
+	pod *podProxy
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c, closed: sync.OnceFunc(l.pod.socketOpened(reporterDestination))}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	closed func()
+}
+
+func (c *countedConn) Close() error {
+	c.closed()
+	return c.Conn.Close()
 }
 
 // listen binds port on the wildcard address inside the pod, dual-stack when IPv6 is enabled
