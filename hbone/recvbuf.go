@@ -52,6 +52,19 @@ func (b *recvBuf) read(p []byte) int {
 	return n
 }
 
+// takeFirst detaches the first chunk (its unread bytes are c.b[c.r:c.w]); the caller returns
+// c.b to chunkPool when done with it.
+func (b *recvBuf) takeFirst() chunk {
+	c := b.chunks[0]
+	b.chunks[0] = chunk{}
+	b.chunks = b.chunks[1:]
+	if len(b.chunks) == 0 {
+		b.chunks = nil
+	}
+	b.n -= c.w - c.r
+	return c
+}
+
 func (b *recvBuf) dropFirst() {
 	chunkPool.Put(b.chunks[0].b)
 	b.chunks[0] = chunk{}

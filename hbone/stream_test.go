@@ -322,3 +322,89 @@ func TestStreamResetBySever(t *testing.T) {
 		t.Errorf("Write after RST = %v, want remote CANCEL StreamError", err)
 	}
 }
+
+// slowWriter accepts at most 1000 bytes per call and sleeps now and then, so WriteTo's
+// credit-after-write path has to pace the sender.
+type slowWriter struct {
+	buf   bytes.Buffer
+	calls int
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.calls++
+	if w.calls%64 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return w.buf.Write(p)
+}
+
+func TestWriteTo(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	small := Config{StreamWindow: 64 << 10, ConnWindow: 128 << 10, MaxFrameSize: 16 << 10}
+	payload := make([]byte, 3<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	srv := &Server{Config: small, TLSConfig: pki.server, Handler: HandlerFunc(func(ctx context.Context, r *Request) {
+		s, err := r.Accept(nil)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		s.Write(payload)
+		s.CloseWrite()
+		io.Copy(io.Discard, s)
+	})}
+	addr := startServer(t, srv)
+	pool, _ := testPool(t, pki, PoolConfig{Config: small})
+	s, err := pool.Connect(ctxTimeout(t, 10*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var w slowWriter
+	n, err := s.WriteTo(&w)
+	if err != nil || n != int64(len(payload)) || !bytes.Equal(w.buf.Bytes(), payload) {
+		t.Fatalf("WriteTo = %d, %v; got %d bytes, equal=%v", n, err, w.buf.Len(), bytes.Equal(w.buf.Bytes(), payload))
+	}
+	// After END_STREAM our direction still works, and WriteTo at EOF returns at once.
+	if n, err := s.WriteTo(io.Discard); n != 0 || err != nil {
+		t.Errorf("second WriteTo = %d, %v", n, err)
+	}
+	if _, err := s.Write([]byte("bye")); err != nil {
+		t.Errorf("Write after the peer's END_STREAM: %v", err)
+	}
+	s.CloseWrite()
+}
+
+func TestWriteToDeadline(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	release := make(chan struct{})
+	srv := &Server{TLSConfig: pki.server, Handler: HandlerFunc(func(ctx context.Context, r *Request) {
+		s, err := r.Accept(nil)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		<-release
+	})}
+	addr := startServer(t, srv)
+	pool, _ := testPool(t, pki, PoolConfig{})
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(release)
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	start := time.Now()
+	n, err := s.WriteTo(io.Discard)
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("WriteTo on an idle stream = %d, %v; want the deadline error", n, err)
+	}
+	if d := time.Since(start); d < 80*time.Millisecond || d > 2*time.Second {
+		t.Errorf("WriteTo returned after %s, want about 100ms", d)
+	}
+}

@@ -62,14 +62,25 @@ func splice(ctx context.Context, downstream, upstream net.Conn) spliceResult {
 	return res
 }
 
-// copyHalf copies src to dst until src ends, then half-closes dst.
+// copyHalf copies src to dst until src ends, then half-closes dst. No path holds a buffer
+// while it waits for data, so an idle connection costs goroutines, not copy buffers:
+//   - TCP to TCP: (*net.TCPConn).ReadFrom uses splice(2), no bytes enter user space;
+//   - HBONE stream to anything: the stream hands its received chunks over (io.WriterTo);
+//   - TCP to HBONE stream: a pooled buffer is taken only once the socket is readable.
 func copyHalf(dst, src net.Conn) (int64, error) {
 	var n int64
 	var err error
-	if _, ok := dst.(*net.TCPConn); ok {
-		// TCP to TCP: (*net.TCPConn).ReadFrom uses splice(2), so no bytes enter user space.
+	_, dstTCP := dst.(*net.TCPConn)
+	wt, srcWriterTo := src.(io.WriterTo)
+	tcpSrc, srcTCP := src.(*net.TCPConn)
+	switch {
+	case dstTCP:
 		n, err = io.Copy(dst, src)
-	} else {
+	case srcWriterTo && !srcTCP:
+		n, err = wt.WriteTo(dst)
+	case srcTCP:
+		n, err = copyWhenReadable(dst, tcpSrc)
+	default:
 		bp := copyBufPool.Get().(*[]byte)
 		n, err = io.CopyBuffer(onlyWriter{dst}, src, *bp)
 		copyBufPool.Put(bp)
@@ -83,6 +94,54 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// copyWhenReadable copies a TCP connection to dst, taking a pooled buffer only when the
+// socket has data: the poller waits on the descriptor with no buffer held.
+func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		var bp *[]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			b := copyBufPool.Get().(*[]byte)
+			for {
+				n, rerr = syscall.Read(int(fd), *b)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				copyBufPool.Put(b)
+				return false // not readable yet: wait without a buffer
+			}
+			bp = b
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil || n <= 0 {
+			if bp != nil {
+				copyBufPool.Put(bp)
+			}
+			if err == nil {
+				return total, nil // EOF
+			}
+			return total, err
+		}
+		w, werr := dst.Write((*bp)[:n])
+		copyBufPool.Put(bp)
+		total += int64(w)
+		if werr != nil {
+			return total, werr
+		}
+	}
 }
 
 // onlyWriter hides a writer's ReadFrom so io.CopyBuffer really uses the pooled buffer
