@@ -37,5 +37,13 @@ test: deps vet
 demo: deps build
 	./$(BIN)/testbed demo -ztunnel $(BIN)/ztunnel
 
+# Benchmark harness (needs root): direct vs mesh vs Go TLS relay vs stunnel over two netns nodes.
+# Prints a table; writes bench/out/results.json and detail.json. See bench/README.md.
+.PHONY: bench
+bench: deps build
+	@./bench/deps.sh
+	$(GO) build -o $(BIN)/bench ./bench/cmd/bench
+	./$(BIN)/bench -ztunnel $(BIN)/ztunnel -out bench/out
+
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/bench/load"
+	"github.com/ztunnel-go/ztunnel/bench/stats"
+)
+
+// maxConns bounds the connections of one connection-rate measurement.
+const maxConns = 10_000_000
+
+// measurement is one traffic figure group measured on one path; it adds its samples to r.
+type measurement struct {
+	name string
+	run  func(ctx context.Context, e *env, p *path, r *Results) error
+}
+
+var measurements = []measurement{
+	{"throughput (1 stream, with CPU)", measureThroughput1},
+	{"throughput (parallel streams)", measureThroughputN},
+	{"round-trip latency", measureRTT},
+	{"new connections", measureConnRate},
+}
+
+// measureTraffic runs every measurement on every path, Rounds times. Within a round the paths
+// alternate for each measurement, and the path that goes first rotates from round to round, so
+// slow drift of the machine affects every path alike.
+func (e *env) measureTraffic(ctx context.Context, r *Results) error {
+	log := e.cfg.Logger
+	for round := range e.cfg.Rounds {
+		for _, m := range measurements {
+			for i := range e.paths {
+				p := e.paths[(i+round)%len(e.paths)]
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if err := e.checkAlive(); err != nil {
+					return err
+				}
+				if err := m.run(ctx, e, p, r); err != nil {
+					return fmt.Errorf("round %d, %s, path %s: %w", round+1, m.name, p.name, err)
+				}
+			}
+		}
+		log.Info("round done", "round", round+1, "of", e.cfg.Rounds)
+	}
+	return nil
+}
+
+// warmUp makes a few round trips, a short transfer and a few connections on every path, so that
+// certificates, pooled connections and buffers exist before anything is recorded.
+func (e *env) warmUp(ctx context.Context) error {
+	for _, p := range e.paths {
+		if _, err := load.RTT(ctx, p.dial, 1, 100*time.Millisecond, 100); err != nil {
+			return fmt.Errorf("warm up %s: %w", p.name, err)
+		}
+		if _, err := load.Throughput(ctx, p.dial, 1, 200*time.Millisecond); err != nil {
+			return fmt.Errorf("warm up %s: %w", p.name, err)
+		}
+		if _, err := load.ConnRate(ctx, p.dial, 4, 100*time.Millisecond, 1000); err != nil {
+			return fmt.Errorf("warm up %s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+func measureThroughput1(ctx context.Context, e *env, p *path, r *Results) error {
+	before, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
+	res, err := load.Throughput(ctx, p.dial, 1, e.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	after, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
+	r.Add(FigThroughput, p.name, res.Gbps())
+	attrs := []any{"path", p.name, "gbps", round3(res.Gbps())}
+	if len(p.pids) > 0 && res.Bytes > 0 {
+		gb := float64(res.Bytes) / 1e9
+		var sum float64
+		for i := range p.pids {
+			v := (after[i] - before[i]) / gb
+			sum += v
+			r.AddDetail(FigCPUPerGB+"/"+p.pidNames[i], p.name, v)
+		}
+		r.Add(FigCPUPerGB, p.name, sum/float64(len(p.pids)))
+		attrs = append(attrs, "cpu_s_per_gb", round3(sum/float64(len(p.pids))))
+	}
+	e.cfg.Logger.Info("throughput", attrs...)
+	return nil
+}
+
+func measureThroughputN(ctx context.Context, e *env, p *path, r *Results) error {
+	res, err := load.Throughput(ctx, p.dial, e.cfg.Streams, e.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	r.Add(FigThroughput8, p.name, res.Gbps())
+	e.cfg.Logger.Info("parallel throughput", "path", p.name, "streams", e.cfg.Streams, "gbps", round3(res.Gbps()))
+	return nil
+}
+
+func measureRTT(ctx context.Context, e *env, p *path, r *Results) error {
+	for _, size := range []int{1, 1024} {
+		rtts, err := load.RTT(ctx, p.dial, size, e.cfg.RTTDuration, e.cfg.RTTMaxCount)
+		if err != nil {
+			return err
+		}
+		us := make([]float64, len(rtts))
+		for i, d := range rtts {
+			us[i] = float64(d.Nanoseconds()) / 1e3
+		}
+		ps := stats.Percentiles(us, 50, 99, 99.9)
+		if size == 1 {
+			r.Add(FigRTT1P50, p.name, ps[0])
+			r.Add(FigRTT1P99, p.name, ps[1])
+			r.Add(FigRTT1P999, p.name, ps[2])
+		} else {
+			r.Add(FigRTT1KP50, p.name, ps[0])
+			r.Add(FigRTT1KP99, p.name, ps[1])
+		}
+		r.AddDetail(fmt.Sprintf("rtt%d_round_trips", size), p.name, float64(len(rtts)))
+		e.cfg.Logger.Info("round-trip latency", "path", p.name, "bytes", size, "n", len(rtts),
+			"p50_us", round3(ps[0]), "p99_us", round3(ps[1]), "p999_us", round3(ps[2]))
+	}
+	return nil
+}
+
+func measureConnRate(ctx context.Context, e *env, p *path, r *Results) error {
+	res, err := load.ConnRate(ctx, p.dial, e.cfg.ConnClients, e.cfg.Duration, maxConns)
+	if err != nil {
+		return err
+	}
+	r.Add(FigConnPerS, p.name, res.PerSecond())
+	r.AddDetail("conn_failed", p.name, float64(res.Failed))
+	e.cfg.Logger.Info("new connections", "path", p.name, "per_s", round3(res.PerSecond()), "failed", res.Failed)
+	return nil
+}
+
+// cpuOf returns the CPU seconds of each process.
+func cpuOf(pids []int) ([]float64, error) {
+	out := make([]float64, len(pids))
+	for i, pid := range pids {
+		v, err := cpuSeconds(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// round3 rounds to three significant digits for the log.
+func round3(v float64) string { return formatValue(v) }
