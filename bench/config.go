@@ -38,7 +38,8 @@ type Config struct {
 	Workloads, Services int
 	// HeldConns is the number of idle connections of the per-connection memory figure. Zero: 2 000.
 	HeldConns int
-	// Settle is the wait before reading memory figures. Zero: 2 s.
+	// Settle is the wait before reading memory figures (the proxy returns parse garbage to the
+	// OS a second or two after a config change settles). Zero: 5 s.
 	Settle time.Duration
 	// ProxyLogLevel is the proxies' LOG_LEVEL. Empty: "info" (as deployed: one access-log line
 	// per connection).
@@ -132,7 +133,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.HeldConns = 2_000
 	}
 	if c.Settle <= 0 {
-		c.Settle = 2 * time.Second
+		c.Settle = 5 * time.Second
 	}
 	if c.ProxyLogLevel == "" {
 		c.ProxyLogLevel = "info"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -98,6 +99,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.ready = newReadiness(p.podEvents.pendingCount, taskStateManager, taskWorkloadManager)
 	if p.xds == nil {
 		p.ready.unblock(taskStateManager) // the local config is loaded
+		debug.FreeOSMemory()              // give back what parsing it left behind (see memory.go)
 	}
 	return p, nil
 }
@@ -122,6 +124,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error { return p.prefetchCerts(gctx) })
+	g.Go(func() error { return p.releaseMemoryAfterChanges(gctx) })
 	if p.file != nil {
 		g.Go(func() error { return p.file.Run(gctx) })
 	}
