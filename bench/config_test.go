@@ -26,7 +26,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("paths %v, stunnel %q; want all paths and %s", c.Paths, c.Stunnel, fake)
 	}
 	if c.Rounds != 5 || c.Duration != 3*time.Second || c.Streams != 8 || c.ConnClients != 32 ||
-		c.Workloads != 10_000 || c.Services != 1_000 || c.HeldConns != 2_000 || c.Settle != 2*time.Second {
+		c.Workloads != 10_000 || c.Services != 1_000 || c.HeldConns != 2_000 || c.Settle != 5*time.Second {
 		t.Errorf("defaults = %+v", c)
 	}
 	q, err := Config{Ztunnel: "/zt", Self: "/self"}.Quick().withDefaults()
