@@ -3,46 +3,19 @@ package e2e
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/testbed"
 )
 
-// controlPlaneCluster is twoNodes with the proxies fed by the testbed's fake istiod (delta xDS
-// and the Istio CA over gRPC) instead of a local file.
+// controlPlaneCluster is a two-node cluster whose proxies get workloads, policies and
+// certificates from the testbed's fake istiod (delta xDS and the Istio CA over gRPC).
 func controlPlaneCluster(t *testing.T) *testbed.Cluster {
 	t.Helper()
-	skipUnlessRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := testbed.New(ctx, testbed.Config{
-		Nodes:        []testbed.NodeSpec{{Name: "node1"}, {Name: "node2"}},
-		Ztunnel:      ztunnelBin,
-		ControlPlane: true,
-		StateRoot:    t.TempDir(),
-		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
-	if err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range []string{"node1", "node2"} {
-				if b, err := os.ReadFile(c.ProxyLog(n)); err == nil {
-					t.Logf("proxy log of %s:\n%s", n, tail(string(b), 60))
-				}
-			}
-		}
-		if err := c.Close(); err != nil {
-			t.Errorf("testbed close: %v", err)
-		}
-	})
-	return c
+	return newCluster(t, testbed.Config{Nodes: []testbed.NodeSpec{{Name: "node1"}, {Name: "node2"}}, ControlPlane: true})
 }
 
 // tryEcho connects from p to addr and expects msg echoed back; any failure, including a

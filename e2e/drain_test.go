@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -17,35 +16,13 @@ import (
 	"github.com/ztunnel-go/ztunnel/testbed"
 )
 
-// drainCluster is twoNodes with a chosen drain deadline.
+// drainCluster is a two-node cluster with a chosen drain deadline.
 func drainCluster(t *testing.T, deadline time.Duration) *testbed.Cluster {
 	t.Helper()
-	skipUnlessRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := testbed.New(ctx, testbed.Config{
-		Nodes:     []testbed.NodeSpec{{Name: "node1"}, {Name: "node2"}},
-		Ztunnel:   ztunnelBin,
-		StateRoot: t.TempDir(),
-		ExtraEnv:  []string{"CONNECTION_TERMINATION_DEADLINE=" + deadline.String()},
-		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	return newCluster(t, testbed.Config{
+		Nodes:    []testbed.NodeSpec{{Name: "node1"}, {Name: "node2"}},
+		ExtraEnv: []string{"CONNECTION_TERMINATION_DEADLINE=" + deadline.String()},
 	})
-	if err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range []string{"node1", "node2"} {
-				if b, err := os.ReadFile(c.ProxyLog(n)); err == nil {
-					t.Logf("proxy log of %s:\n%s", n, tail(string(b), 40))
-				}
-			}
-		}
-		if err := c.Close(); err != nil {
-			t.Errorf("testbed close: %v", err)
-		}
-	})
-	return c
 }
 
 // TestDrainKeepsOpenConnections: SIGTERM on both proxies does not cut a connection that is in

@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		ztunnelBin = filepath.Join(dir, "ztunnel")
-		out, err := exec.Command("go", "build", "-o", ztunnelBin, "../cmd/ztunnel").CombinedOutput()
+		args := []string{"build", "-o", ztunnelBin}
+		if os.Getenv("E2E_RACE") != "" {
+			args = append(args, "-race") // the proxies run with the race detector
+		}
+		out, err := exec.Command("go", append(args, "../cmd/ztunnel")...).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "go build ../cmd/ztunnel: %v\n%s", err, out)
 			return 1
@@ -45,6 +49,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// proxyEnv is extra environment for every proxy: with E2E_RACE, a data race kills the proxy
+// (and so fails the test) instead of only being printed to its log.
+func proxyEnv(extra ...string) []string {
+	if os.Getenv("E2E_RACE") != "" {
+		extra = append(extra, "GORACE=halt_on_error=1")
+	}
+	return extra
+}
+
 func skipUnlessRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -52,30 +65,32 @@ func skipUnlessRoot(t *testing.T) {
 	}
 }
 
-// twoNodes builds a two-node cluster with proxies; it is torn down when the test ends.
-func twoNodes(t *testing.T) *testbed.Cluster {
+// newCluster builds a testbed cluster with the proxies built for the tests and tears it down
+// when the test ends. On failure it prints the proxies' logs; with E2E_RACE it fails the
+// test if a proxy reported a data race.
+func newCluster(t *testing.T, cfg testbed.Config) *testbed.Cluster {
 	t.Helper()
 	skipUnlessRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := testbed.New(ctx, testbed.Config{
-		Nodes: []testbed.NodeSpec{
-			{Name: "node1", Region: "r1", Zone: "z1"},
-			{Name: "node2", Region: "r1", Zone: "z2"},
-		},
-		Ztunnel:   ztunnelBin,
-		StateRoot: t.TempDir(),
-		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	cfg.Ztunnel = ztunnelBin
+	cfg.ExtraEnv = proxyEnv(cfg.ExtraEnv...)
+	cfg.StateRoot = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	c, err := testbed.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range []string{"node1", "node2"} {
-				if b, err := os.ReadFile(c.ProxyLog(n)); err == nil {
-					t.Logf("proxy log of %s:\n%s", n, tail(string(b), 60))
-				}
+		for _, n := range cfg.Nodes {
+			b, err := os.ReadFile(c.ProxyLog(n.Name))
+			if err != nil {
+				continue
+			}
+			if bytes.Contains(b, []byte("DATA RACE")) {
+				t.Errorf("proxy on %s reported a data race:\n%s", n.Name, b)
+			} else if t.Failed() {
+				t.Logf("proxy log of %s:\n%s", n.Name, tail(string(b), 60))
 			}
 		}
 		if err := c.Close(); err != nil {
@@ -83,6 +98,15 @@ func twoNodes(t *testing.T) *testbed.Cluster {
 		}
 	})
 	return c
+}
+
+// twoNodes builds a two-node cluster with proxies reading a local config file.
+func twoNodes(t *testing.T) *testbed.Cluster {
+	t.Helper()
+	return newCluster(t, testbed.Config{Nodes: []testbed.NodeSpec{
+		{Name: "node1", Region: "r1", Zone: "z1"},
+		{Name: "node2", Region: "r1", Zone: "z2"},
+	}})
 }
 
 func addPod(t *testing.T, c *testbed.Cluster, spec testbed.PodSpec) *testbed.Pod {

@@ -5,11 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,34 +27,15 @@ import (
 // the destination and CONNECT at the source; bytes follow Istio's convention (received =
 // client → server). Both proxies are ready (:15021) once their pods are enrolled.
 func TestMetrics(t *testing.T) {
-	skipUnlessRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := testbed.New(ctx, testbed.Config{
+	c := newCluster(t, testbed.Config{
 		Nodes: []testbed.NodeSpec{
 			{Name: "node1", Region: "r1", Zone: "z1"},
 			{Name: "node2", Region: "r1", Zone: "z2"},
 		},
-		Ztunnel:      ztunnelBin,
 		ControlPlane: true,
-		StateRoot:    t.TempDir(),
-		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
-	if err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range []string{"node1", "node2"} {
-				if b, err := os.ReadFile(c.ProxyLog(n)); err == nil {
-					t.Logf("proxy log of %s:\n%s", n, tail(string(b), 60))
-				}
-			}
-		}
-		if err := c.Close(); err != nil {
-			t.Errorf("testbed close: %v", err)
-		}
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 
 	svc := testbed.ServiceSpec{Name: "echo", Namespace: "default", VIP: netip.MustParseAddr("10.96.0.50"), Ports: map[uint16]uint16{80: 8080}}
 	if err := c.AddService(ctx, svc); err != nil {
