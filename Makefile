@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 # Root-only end-to-end tests build network namespaces; keep one package at a time so
 # their proxies and namespaces do not compete for the two cores.
-TESTFLAGS ?= -count=1 -timeout 15m -p 1
+TESTFLAGS ?= -race -count=1 -timeout 15m -p 1
 
 .PHONY: all build test unit demo deps vet fmt clean
 
@@ -27,11 +27,12 @@ vet:
 unit:
 	$(GO) test -count=1 -short $(PKGS)
 
-# Everything: unit tests, fuzz seeds, and (as root) the end-to-end tests in network namespaces.
+# Everything: unit tests, fuzz seeds, and (as root) the end-to-end tests in network namespaces,
+# all under the race detector, with the proxies of the end-to-end tests built with it too.
 # The micro-benchmarks run once each, only to prove they still work (no timing is judged).
 test: deps vet
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	E2E_RACE=1 $(GO) test $(TESTFLAGS) $(PKGS)
 
 # Scenario S1 in the netns testbed (needs root).
 demo: deps build
