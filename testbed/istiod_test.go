@@ -123,9 +123,6 @@ func TestIstiodServesTopology(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	before := len(d.XDS.Requests())
 	d.push(buildResources(pods[1:], svcs, pols[:1], nets))
-	if behind, _ := d.applied(netip.MustParseAddr("127.0.0.1")); behind == "" {
-		t.Error("applied right after a push that changed something")
-	}
 	waitApplied(t, d)
 	got = store.Load()
 	if got.WorkloadByUID(pods[0].UID()) != nil || len(got.Policies()) != 1 {
