@@ -33,8 +33,15 @@ func (r role) String() string {
 }
 
 const (
-	// writeBufferSize is the size of the buffered writer in front of the socket.
-	writeBufferSize = 32 << 10
+	// tlsRecordPayload is the largest TLS record payload (RFC 8446 §5.1). crypto/tls writes each record
+	// with its own write(2), so the writer hands it whole multiples of this.
+	tlsRecordPayload = 16 << 10
+	// writeBufferSize is the size of the buffered writer in front of the socket: four full TLS records.
+	// The writer flushes it when full (whole records) and at the end of each batch.
+	writeBufferSize = 4 * tlsRecordPayload
+	// readBufferSize is the size of the read buffer under the TLS layer: one read(2) takes several
+	// records instead of one.
+	readBufferSize = 64 << 10
 	// maxStreamID is the largest stream identifier (RFC 9113 §5.1.1).
 	maxStreamID = 1<<31 - 1
 	// maxQueuedControl bounds the frames queued for the writer in answer to the peer (PING and SETTINGS
@@ -46,8 +53,9 @@ const (
 
 // conn is one HTTP/2 connection, client or server side: the shared engine under Pool and Server.
 //
-// Goroutines: the read loop (owns rfr; makes every protocol decision), the writer (owns wfr, bw, henc,
-// hbuf; see write.go) and the keepalive loop. They share the fields guarded by mu.
+// Goroutines: the read loop (owns rfr; makes every protocol decision), the writer goroutine, the
+// keepalive loop and the callers of Stream.Write. Whoever holds the writer role (conn.writing, see
+// write.go) owns wfr, bw, henc, hbuf and wdeadline. They share the fields guarded by mu.
 type conn struct {
 	// Immutable after newConn.
 	role          role
@@ -55,10 +63,11 @@ type conn struct {
 	cfg           Config
 	log           *slog.Logger
 	rfr           *http2.Framer // read loop only
-	wfr           *http2.Framer // writer only
-	bw            *bufio.Writer // writer only
+	wfr           *http2.Framer // writer role only
+	bw            *bufio.Writer // writer role only
 	henc          *hpack.Encoder
-	hbuf          bytes.Buffer // writer only: henc's output
+	hbuf          bytes.Buffer // writer role only: henc's output
+	wdeadline     time.Time    // writer role only: the write deadline last set on nc
 	start         time.Time
 	done          chan struct{} // closed when the connection is closed
 	writerDone    chan struct{} // closed when the writer goroutine has exited
@@ -79,6 +88,7 @@ type conn struct {
 	mu             sync.Mutex
 	wcond          *sync.Cond // signalled with mu when wq becomes non-empty or the conn closes
 	wq             []*writeItem
+	writing        bool  // a goroutine holds the writer role: it alone writes to the socket
 	closing        bool  // a close item is queued: nothing more may be queued, no new streams
 	err            error // *ConnError once closed
 	goneNotified   bool

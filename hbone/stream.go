@@ -180,13 +180,19 @@ func (s *Stream) takeCredit(max int) (int, error) {
 	}
 }
 
-// sendData queues one DATA item (credit already taken) and waits for the writer to take it. If the
-// deadline passes or the stream is closed before the writer took it, it is withdrawn and its credit
-// returned.
+// sendData queues one DATA item (credit already taken) and waits until it is written. If no goroutine
+// holds the writer role, this one takes it and writes the item itself. Otherwise, if the deadline
+// passes or the stream is closed before the writer took it, it is withdrawn and its credit returned.
 func (s *Stream) sendData(p []byte) error {
 	c := s.c
 	c.mu.Lock()
 	err := s.writeErrLocked()
+	// Nobody is writing: take the writer role before queuing, so the writer goroutine is not woken,
+	// and write the item (and whatever else is queued) on this goroutine.
+	inline := err == nil && !c.writing
+	if inline {
+		c.writing = true
+	}
 	if err == nil {
 		s.witem = writeItem{kind: wData, streamID: s.id, data: p, done: s.wdone}
 		if !c.enqueueLocked(&s.witem) {
@@ -197,11 +203,21 @@ func (s *Stream) sendData(p []byte) error {
 		}
 	}
 	if err != nil {
+		if inline {
+			c.writing = false
+			if len(c.wq) > 0 {
+				c.wcond.Broadcast()
+			}
+		}
 		s.giveBackLocked(len(p))
 		c.mu.Unlock()
 		return err
 	}
 	c.mu.Unlock()
+	if inline {
+		c.writeInline()
+		return <-s.wdone
+	}
 
 	select {
 	case err := <-s.wdone:

@@ -9,6 +9,14 @@ import (
 
 type writeKind uint8
 
+// frameHeaderLen is the size of an HTTP/2 frame header (RFC 9113 §4.1).
+const frameHeaderLen = 9
+
+// MaxDataWrite is the largest DATA payload the writer puts in one frame: with its frame header it
+// fills the write buffer, four whole TLS records. A caller copying into a Stream from a socket reads
+// at most this much at a time, so each DATA frame goes out as full records with no small tail.
+const MaxDataWrite = writeBufferSize - frameHeaderLen
+
 const (
 	wPreface writeKind = iota
 	wSettings
@@ -53,8 +61,8 @@ func (c *conn) enqueueLocked(it *writeItem) bool {
 		return false
 	}
 	c.wq = append(c.wq, it)
-	if len(c.wq) == 1 {
-		c.wcond.Signal()
+	if len(c.wq) == 1 && !c.writing {
+		c.wcond.Signal() // a writer-role holder takes it before releasing the role
 	}
 	return true
 }
@@ -83,33 +91,83 @@ func (c *conn) withdrawLocked(it *writeItem) bool {
 	return false
 }
 
-// writeLoop is the writer goroutine: it takes everything queued, writes it, flushes once per batch.
+// writeLoop is the writer goroutine. It takes the writer role whenever frames are queued and nobody
+// else holds it, and writes until the queue is empty. Stream.Write takes the role itself when it is
+// free (writeInline), so a lone writer's DATA reaches the socket without a hand-off; everything the
+// read loop queues (acks, WINDOW_UPDATEs, resets) is written here, so the read loop never blocks on
+// the socket.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var batch []*writeItem
 	for {
 		c.mu.Lock()
-		for len(c.wq) == 0 && c.err == nil {
+		for (len(c.wq) == 0 || c.writing) && c.err == nil {
 			c.wcond.Wait()
 		}
 		if c.err != nil {
 			c.mu.Unlock()
 			return
 		}
-		batch = append(batch[:0], c.wq...)
+		c.writing = true
+		c.mu.Unlock()
+		if !c.writeBatches(&batch, -1) {
+			return
+		}
+	}
+}
+
+// maxInlineBatches bounds how many batches a Stream.Write caller writes for others before it hands the
+// writer role to the writer goroutine.
+const maxInlineBatches = 2
+
+// writeInline is called by a goroutine that just took the free writer role (conn.writing) to write its
+// own queued item: it writes what is queued, then releases the role.
+func (c *conn) writeInline() {
+	var batch [8]*writeItem
+	b := batch[:0]
+	c.writeBatches(&b, maxInlineBatches)
+}
+
+// writeBatches writes queued items, one flushed batch at a time, holding the writer role (taken by the
+// caller). It releases the role when the queue is empty or after maxBatches batches (-1: no limit),
+// waking the writer goroutine if items remain. It reports false once the connection is closed.
+func (c *conn) writeBatches(batch *[]*writeItem, maxBatches int) bool {
+	for n := 0; ; n++ {
+		c.mu.Lock()
+		if c.err != nil {
+			c.writing = false
+			c.mu.Unlock()
+			return false
+		}
+		if len(c.wq) == 0 || n == maxBatches {
+			c.writing = false
+			if len(c.wq) > 0 {
+				c.wcond.Broadcast()
+			}
+			c.mu.Unlock()
+			return true
+		}
+		b := append((*batch)[:0], c.wq...)
+		*batch = b
 		clear(c.wq)
 		c.wq = c.wq[:0]
-		for _, it := range batch {
+		for _, it := range b {
 			it.taken = true
 		}
 		maxFrame := min(c.peerMaxFrame, c.cfg.MaxFrameSize)
 		c.mu.Unlock()
 
-		// A write blocked this long means the peer stopped reading; give up on the connection.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.PingTimeout))
+		// A write blocked this long means the peer stopped reading; give up on the connection. The
+		// deadline is renewed only once it is a second (or half the timeout) old: setting it costs a
+		// timer update, and a write still gets at least PingTimeout minus that.
+		renew := min(time.Second, c.cfg.PingTimeout/2)
+		if now := time.Now(); c.wdeadline.Sub(now) < c.cfg.PingTimeout-renew {
+			c.wdeadline = now.Add(c.cfg.PingTimeout)
+			_ = c.nc.SetWriteDeadline(c.wdeadline)
+		}
 		var err error
 		var closeItem *writeItem
-		for _, it := range batch {
+		for _, it := range b {
 			switch {
 			case it.kind == wClose:
 				closeItem = it
@@ -120,17 +178,20 @@ func (c *conn) writeLoop() {
 				it.done <- err
 			}
 		}
-		clear(batch)
+		clear(b)
 		if err == nil {
 			err = c.bw.Flush()
 		}
 		if err != nil {
 			c.close(&ConnError{Reason: "write failed", Err: err})
-			return
-		}
-		if closeItem != nil {
+		} else if closeItem != nil {
 			c.close(closeItem.cause)
-			return
+		}
+		if err != nil || closeItem != nil {
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			return false
 		}
 	}
 }
@@ -162,13 +223,25 @@ func (c *conn) writeItem(it *writeItem, maxFrame uint32) error {
 	return nil
 }
 
-// writeData writes it.data as DATA frames of at most maxFrame bytes; END_STREAM goes on the last one.
+// writeData writes it.data as DATA frames of at most maxFrame bytes (and at most what fills the write
+// buffer, so a buffer flushed because it is full holds whole TLS records); END_STREAM goes on the last
+// one. The frames are built here rather than by the Framer, which would copy each payload once more.
 func (c *conn) writeData(it *writeItem, maxFrame uint32) error {
 	p := it.data
+	limit := min(int(maxFrame), MaxDataWrite)
 	for {
-		n := min(len(p), int(maxFrame))
+		n := min(len(p), limit)
 		last := n == len(p)
-		if err := c.wfr.WriteData(it.streamID, it.end && last, p[:n]); err != nil {
+		var flags byte
+		if it.end && last {
+			flags = byte(http2.FlagDataEndStream)
+		}
+		hdr := [frameHeaderLen]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
+			byte(it.streamID >> 24), byte(it.streamID >> 16), byte(it.streamID >> 8), byte(it.streamID)}
+		if _, err := c.bw.Write(hdr[:]); err != nil {
+			return err
+		}
+		if _, err := c.bw.Write(p[:n]); err != nil {
 			return err
 		}
 		p = p[n:]

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
 )
 
 // closeWriter is implemented by *net.TCPConn, *tls.Conn and *hbone.Stream: the connections
@@ -16,6 +18,11 @@ type closeWriter interface{ CloseWrite() error }
 // copyBufPool holds the buffers of copies that cannot use splice(2) (those involving an HBONE
 // stream). A buffer is only held while bytes are moving.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// streamBufPool holds the buffers of copies from a TCP socket into an HBONE stream: a whole
+// number of the stream's largest DATA frames, so every read goes out as full TLS records, and
+// large, so a bulk transfer takes few read(2)s.
+var streamBufPool = sync.Pool{New: func() any { b := make([]byte, 4*hbone.MaxDataWrite); return &b }}
 
 // spliceResult reports what moved through a proxied connection.
 type spliceResult struct {
@@ -79,7 +86,11 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	case srcWriterTo && !srcTCP:
 		n, err = wt.WriteTo(dst)
 	case srcTCP:
-		n, err = copyWhenReadable(dst, tcpSrc)
+		pool := &copyBufPool
+		if _, ok := dst.(*hbone.Stream); ok {
+			pool = &streamBufPool
+		}
+		n, err = copyWhenReadable(dst, tcpSrc, pool)
 	default:
 		bp := copyBufPool.Get().(*[]byte)
 		n, err = io.CopyBuffer(onlyWriter{dst}, src, *bp)
@@ -97,8 +108,9 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 }
 
 // copyWhenReadable copies a TCP connection to dst, taking a pooled buffer only when the
-// socket has data: the poller waits on the descriptor with no buffer held.
-func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
+// socket has data: the poller waits on the descriptor with no buffer held. Buffers come from
+// pool.
+func copyWhenReadable(dst io.Writer, src *net.TCPConn, pool *sync.Pool) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -109,7 +121,7 @@ func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 		var n int
 		var rerr error
 		err := rc.Read(func(fd uintptr) bool {
-			b := copyBufPool.Get().(*[]byte)
+			b := pool.Get().(*[]byte)
 			for {
 				n, rerr = syscall.Read(int(fd), *b)
 				if rerr != syscall.EINTR {
@@ -117,7 +129,7 @@ func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 				}
 			}
 			if rerr == syscall.EAGAIN {
-				copyBufPool.Put(b)
+				pool.Put(b)
 				return false // not readable yet: wait without a buffer
 			}
 			bp = b
@@ -128,7 +140,7 @@ func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 		}
 		if err != nil || n <= 0 {
 			if bp != nil {
-				copyBufPool.Put(bp)
+				pool.Put(bp)
 			}
 			if err == nil {
 				return total, nil // EOF
@@ -136,7 +148,7 @@ func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 			return total, err
 		}
 		w, werr := dst.Write((*bp)[:n])
-		copyBufPool.Put(bp)
+		pool.Put(bp)
 		total += int64(w)
 		if werr != nil {
 			return total, werr
