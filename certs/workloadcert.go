@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 )
 
 // WorkloadCert is one issued certificate with its private key, chain and trust anchors.
@@ -93,28 +95,9 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 // ParseCertificatesPEM parses every CERTIFICATE block in data, in order. Other block types are an
 // error, as is data with no certificate or with trailing non-PEM bytes.
 func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("parse certificates: unexpected PEM block %q", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate %d: %w", len(certs), err)
-		}
-		certs = append(certs, c)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("parse certificates: trailing data that is not PEM")
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("parse certificates: no CERTIFICATE block found")
+	certs, err := controlplane.ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificates: %w", err)
 	}
 	return certs, nil
 }

@@ -59,7 +59,7 @@ func LoadRoots(src string) (*x509.CertPool, error) {
 			return nil, fmt.Errorf("read %s: %w", what, err)
 		}
 	}
-	certs, err := parseCertificatesPEM(data)
+	certs, err := ParseCertificatesPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -70,8 +70,9 @@ func LoadRoots(src string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// parseCertificatesPEM parses a sequence of PEM CERTIFICATE blocks.
-func parseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
+// ParseCertificatesPEM parses every CERTIFICATE block in data, in order. Other block types are
+// an error, as is data with no certificate or with trailing non-PEM bytes.
+func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := data
 	for {
