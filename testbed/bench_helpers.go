@@ -60,26 +60,7 @@ func (c *Cluster) WriteConfigExtra(ctx context.Context, extra []byte) error {
 func (c *Cluster) writeMerged(extra []byte) error {
 	c.cfgMu.Lock()
 	defer c.cfgMu.Unlock()
-	c.mu.Lock()
-	pods := make([]podRecord, 0, len(c.pods))
-	for _, p := range c.pods {
-		if p != nil {
-			pods = append(pods, p.rec)
-		}
-	}
-	svcs := make([]serviceRecord, 0, len(c.services))
-	for _, s := range c.services {
-		svcs = append(svcs, s)
-	}
-	policies := make([]policyRecord, 0, len(c.policies))
-	for _, p := range c.policies {
-		policies = append(policies, p)
-	}
-	var nets []string
-	for _, n := range c.cfg.Nodes {
-		nets = append(nets, n.Network)
-	}
-	c.mu.Unlock()
+	pods, svcs, policies, nets := c.configState()
 	base, err := renderConfig(pods, svcs, policies, nets)
 	if err != nil {
 		return err

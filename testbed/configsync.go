@@ -14,26 +14,7 @@ import (
 func (c *Cluster) WriteConfig() error {
 	c.cfgMu.Lock()
 	defer c.cfgMu.Unlock()
-	c.mu.Lock()
-	pods := make([]podRecord, 0, len(c.pods))
-	for _, p := range c.pods {
-		if p != nil {
-			pods = append(pods, p.rec)
-		}
-	}
-	svcs := make([]serviceRecord, 0, len(c.services))
-	for _, s := range c.services {
-		svcs = append(svcs, s)
-	}
-	policies := make([]policyRecord, 0, len(c.policies))
-	for _, p := range c.policies {
-		policies = append(policies, p)
-	}
-	var nets []string
-	for _, n := range c.cfg.Nodes {
-		nets = append(nets, n.Network)
-	}
-	c.mu.Unlock()
+	pods, svcs, policies, nets := c.configState()
 	if c.istiod != nil {
 		c.istiod.push(buildResources(pods, svcs, policies, nets))
 		return nil
@@ -141,4 +122,30 @@ func (c *Cluster) proxiesBehind(hash string, check bool) ([]string, error) {
 		}
 	}
 	return behind, nil
+}
+
+// configState copies what the proxies' config is made of: pods, services, policies and the
+// nodes' networks.
+func (c *Cluster) configState() ([]podRecord, []serviceRecord, []policyRecord, []string) {
+	c.mu.Lock()
+	pods := make([]podRecord, 0, len(c.pods))
+	for _, p := range c.pods {
+		if p != nil {
+			pods = append(pods, p.rec)
+		}
+	}
+	svcs := make([]serviceRecord, 0, len(c.services))
+	for _, s := range c.services {
+		svcs = append(svcs, s)
+	}
+	policies := make([]policyRecord, 0, len(c.policies))
+	for _, p := range c.policies {
+		policies = append(policies, p)
+	}
+	var nets []string
+	for _, n := range c.cfg.Nodes {
+		nets = append(nets, n.Network)
+	}
+	c.mu.Unlock()
+	return pods, svcs, policies, nets
 }
