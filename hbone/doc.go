@@ -21,7 +21,10 @@
 //
 // Each connection runs a read loop (which owns the frame reader and all protocol decisions), a writer
 // goroutine (which owns the frame writer, the HPACK encoder and the buffered socket writer) and a
-// keepalive goroutine. They share state through one mutex per connection, conn.mu.
+// keepalive goroutine. They share state through one mutex per connection, conn.mu. The read loop reads
+// DATA payloads straight into the receiving stream's buffer, and while a [Stream.WriteTo] into a TCP
+// socket waits with nothing buffered, the read loop writes small payloads to that socket itself
+// (non-blocking).
 //
 // [http2.Framer]: https://pkg.go.dev/golang.org/x/net/http2#Framer
 package hbone

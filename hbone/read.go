@@ -26,35 +26,64 @@ func (c *conn) readLoop() {
 }
 
 // readFrames reads and handles frames; it returns the reason the connection must close.
+//
+// DATA payloads for a stream that can take them are read straight into the stream's receive chunks
+// (readData); every other frame goes through the framer.
 func (c *conn) readFrames() error {
 	for {
-		f, err := c.rfr.ReadFrame()
+		fh, err := c.rfr.ReadFrameHeader()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				if err := c.onStreamError(se); err != nil {
-					return c.failWith(err)
-				}
+			if err := c.frameReadError(err); err != nil {
+				return err
+			}
+			continue
+		}
+		if fh.Type == http2.FrameData && !fh.Flags.Has(http2.FlagDataPadded) && fh.StreamID != 0 {
+			handled, err := c.readData(fh)
+			if err != nil {
+				return c.failWith(err)
+			}
+			if handled {
+				c.lastReadNanos.Store(int64(c.sinceStart()))
 				continue
 			}
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &ce):
-				reason := "invalid frame"
-				if d := c.rfr.ErrorDetail(); d != nil {
-					reason = d.Error()
-				}
-				return c.failConn(ErrCode(ce), reason)
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				return c.failConn(ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+		}
+		f, err := c.rfr.ReadFrameForHeader(fh)
+		if err != nil {
+			if err := c.frameReadError(err); err != nil {
+				return err
 			}
-			return fmt.Errorf("read frame: %w", err)
+			continue
 		}
 		c.lastReadNanos.Store(int64(c.sinceStart()))
 		if err := c.handleFrame(f); err != nil {
 			return c.failWith(err)
 		}
 	}
+}
+
+// frameReadError answers an error from the framer. It returns nil if the read loop may go on (a
+// stream error, answered with RST_STREAM), else the reason the connection must close.
+func (c *conn) frameReadError(err error) error {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		if err := c.onStreamError(se); err != nil {
+			return c.failWith(err)
+		}
+		return nil
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		reason := "invalid frame"
+		if d := c.rfr.ErrorDetail(); d != nil {
+			reason = d.Error()
+		}
+		return c.failConn(ErrCode(ce), reason)
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return c.failConn(ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+	}
+	return fmt.Errorf("read frame: %w", err)
 }
 
 // failWith turns a handler error into the connection's close cause, sending GOAWAY for protocol errors.

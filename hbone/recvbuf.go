@@ -36,6 +36,32 @@ func (b *recvBuf) write(p []byte) {
 	}
 }
 
+// smallPiece is the size below which add copies a piece into the last chunk's free space instead of
+// queuing its chunk: every chunk but the last is then at least half full (or holds one large piece),
+// so buffered data pins at most about twice its size in chunks.
+const smallPiece = recvChunkSize / 2
+
+// add queues the first n bytes of the pooled array p and takes ownership of p. A small piece that fits
+// in the last chunk is copied there and p goes back to the pool, so a run of small frames does not pin
+// a chunk each; otherwise p itself becomes the last chunk, without a copy.
+func (b *recvBuf) add(p *[recvChunkSize]byte, n int) {
+	b.n += n
+	if k := len(b.chunks); k > 0 && n < smallPiece {
+		if c := &b.chunks[k-1]; recvChunkSize-c.w >= n {
+			c.w += copy(c.b[c.w:], p[:n])
+			chunkPool.Put(p)
+			return
+		}
+	}
+	b.chunks = append(b.chunks, chunk{b: p, w: n})
+}
+
+// addPart queues bytes r to w of the pooled array p, taking ownership of p, without a copy.
+func (b *recvBuf) addPart(p *[recvChunkSize]byte, r, w int) {
+	b.n += w - r
+	b.chunks = append(b.chunks, chunk{b: p, r: r, w: w})
+}
+
 func (b *recvBuf) read(p []byte) int {
 	n := 0
 	for len(p) > 0 && len(b.chunks) > 0 {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -51,6 +52,12 @@ type Stream struct {
 	status      int
 	respHeader  http.Header
 	respErr     error
+
+	// WriteTo's hand-over to the read loop (directsink.go), guarded by conn.mu.
+	sink     syscall.RawConn // set while WriteTo waits with nothing buffered and w is a TCP socket
+	sinkBusy bool            // the read loop is writing to sink; WriteTo must not touch w
+	sinkWait bool            // WriteTo waits for sinkBusy to clear: notify readWake
+	sinkN    int64           // bytes the read loop wrote to sink, not yet counted by WriteTo
 }
 
 func newStream(c *conn, id uint32) *Stream {

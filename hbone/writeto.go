@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 )
 
 // WriteTo writes the tunnel's bytes to w until the peer half-closes (then it returns nil, as
@@ -11,15 +12,35 @@ import (
 // needed and a stream waiting for data holds no memory. Flow-control credit is returned to the
 // peer only once w has taken the bytes, so a slow w slows the sender down.
 //
+// If w is a *net.TCPConn, then while WriteTo waits with nothing buffered, the connection's read loop
+// writes small DATA payloads to w itself (see directSink), saving a goroutine wake-up per message.
+//
 // WriteTo is a reader: it must not run concurrently with Read.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	c := s.c
+	var sink syscall.RawConn
+	if tc, ok := w.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			sink = rc
+		}
+	}
 	var total int64
 	for {
+		c.mu.Lock()
+		// Take w back from the read loop before anything else: it may be writing to it right now.
+		s.sink = nil
+		if s.sinkBusy {
+			s.sinkWait = true
+			c.mu.Unlock()
+			<-s.readWake
+			continue
+		}
+		total += s.sinkN
+		s.sinkN = 0
 		if s.rdl.expired() {
+			c.mu.Unlock()
 			return total, os.ErrDeadlineExceeded
 		}
-		c.mu.Lock()
 		if s.localClosed {
 			c.mu.Unlock()
 			return total, net.ErrClosed
@@ -39,6 +60,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			continue
 		}
 		err := s.readErrLocked()
+		if err == nil {
+			s.sink = sink // parked with nothing buffered: the read loop may write to w
+		}
 		c.mu.Unlock()
 		if err == io.EOF {
 			return total, nil

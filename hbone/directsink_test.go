@@ -1,0 +1,85 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestWriteToTCPSocket sends many small messages to a WriteTo whose writer is a TCP socket, so the
+// read loop writes them to the socket itself while WriteTo waits; the socket's receiver stalls at
+// first, so the socket fills and the rest goes through WriteTo. Every byte must arrive, in order.
+func TestWriteToTCPSocket(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	var payload []byte
+	var msgs [][]byte
+	for i := range 3000 {
+		m := pattern(byte(i), 1+i*37%5000)
+		msgs = append(msgs, m)
+		payload = append(payload, m...)
+	}
+	srv := &Server{TLSConfig: pki.server, Handler: HandlerFunc(func(ctx context.Context, r *Request) {
+		s, err := r.Accept(nil)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		for i, m := range msgs {
+			if _, err := s.Write(m); err != nil {
+				return
+			}
+			if i%500 == 0 {
+				time.Sleep(time.Millisecond) // let WriteTo park now and then
+			}
+		}
+		s.CloseWrite()
+		io.Copy(io.Discard, s)
+	})}
+	addr := startServer(t, srv)
+	pool, _ := testPool(t, pki, PoolConfig{})
+	s, err := pool.Connect(ctxTimeout(t, 10*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	dst.(*net.TCPConn).SetWriteBuffer(4096)
+	rcv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond) // stall: the socket fills up
+		b, _ := io.ReadAll(rcv)
+		got <- b
+	}()
+	n, err := s.WriteTo(dst)
+	if err != nil || n != int64(len(payload)) {
+		t.Errorf("WriteTo = %d, %v; want %d, nil", n, err, len(payload))
+	}
+	dst.(*net.TCPConn).CloseWrite()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, payload) {
+			t.Errorf("receiver got %d bytes, want %d (equal prefix %d)", len(b), len(payload), commonPrefix(b, payload))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receiver did not see EOF")
+	}
+}
