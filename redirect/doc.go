@@ -21,5 +21,7 @@
 //
 // A *NetNS may be used from several goroutines at once, except that Close
 // must not race with other methods. Do locks the calling goroutine to its OS
-// thread for the duration of fn.
+// thread for the duration of fn. The first TCP/UDP Dial on a NetNS starts its
+// socket thread (one OS thread kept inside the namespace, which only runs
+// socket(2)); it exits after a minute without dials, or on Close.
 package redirect

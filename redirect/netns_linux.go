@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +22,12 @@ type NetNS struct {
 	path string // as opened, or "" when built from a received fd
 	dev  uint64
 	ino  uint64
+
+	// mu guards st and closed. It is held while a socket thread starts,
+	// never while one serves requests.
+	mu     sync.Mutex
+	st     *sockThread // running socket thread, nil until the first Dial
+	closed bool        // set by Close: no new socket thread
 }
 
 // OpenNetNS opens the network namespace at path, for example
@@ -96,8 +103,10 @@ func newNetNS(f *os.File, path string) (*NetNS, error) {
 // must not be closed by the caller.
 func (n *NetNS) Fd() int { return int(n.f.Fd()) }
 
-// Close releases the handle.
+// Close stops the namespace's socket thread (started by [NetNS.Dial]) and
+// releases the handle.
 func (n *NetNS) Close() error {
+	n.stopSockThread()
 	if err := n.f.Close(); err != nil {
 		return fmt.Errorf("close netns %s: %w", n, err)
 	}

@@ -59,6 +59,18 @@ func Control(o SocketOptions) func(network, address string, c syscall.RawConn) e
 }
 
 func applyOptions(fd int, network string, o SocketOptions) error {
+	if err := applyAddrOptions(fd, o); err != nil {
+		return err
+	}
+	if !isTCP(network) {
+		return nil
+	}
+	return applyTCPOptions(fd, o, false)
+}
+
+// applyAddrOptions sets the options that must be in place before the socket
+// is bound or connected: mark, reuseport and transparent.
+func applyAddrOptions(fd int, o SocketOptions) error {
 	if o.Mark != 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark)); err != nil {
 			return fmt.Errorf("set SO_MARK %d: %w", o.Mark, err)
@@ -87,23 +99,33 @@ func applyOptions(fd int, network string, o SocketOptions) error {
 			return fmt.Errorf("set IP(V6)_FREEBIND: %w", err)
 		}
 	}
-	if !isTCP(network) {
-		return nil
-	}
+	return nil
+}
+
+// applyTCPOptions sets TCP_NODELAY and keepalive on a TCP socket. With
+// keepAliveOff it also turns keepalive off when o.KeepAlive is 0 (for
+// sockets where something else may have turned it on).
+func applyTCPOptions(fd int, o SocketOptions, keepAliveOff bool) error {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, boolInt(o.NoDelay)); err != nil {
 		return fmt.Errorf("set TCP_NODELAY: %w", err)
 	}
-	if o.KeepAlive > 0 {
-		secs := max(int(o.KeepAlive/time.Second), 1)
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
-			return fmt.Errorf("set SO_KEEPALIVE: %w", err)
+	if o.KeepAlive <= 0 {
+		if keepAliveOff {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0); err != nil {
+				return fmt.Errorf("clear SO_KEEPALIVE: %w", err)
+			}
 		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
-			return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
-		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs); err != nil {
-			return fmt.Errorf("set TCP_KEEPINTVL: %w", err)
-		}
+		return nil
+	}
+	secs := max(int(o.KeepAlive/time.Second), 1)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+		return fmt.Errorf("set SO_KEEPALIVE: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
+		return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs); err != nil {
+		return fmt.Errorf("set TCP_KEEPINTVL: %w", err)
 	}
 	return nil
 }
@@ -138,16 +160,35 @@ func (n *NetNS) Listen(ctx context.Context, network, addr string, o SocketOption
 // Dial connects from inside n (n == nil: the calling thread's namespace)
 // with o applied. When n is not nil the host part of a TCP or UDP addr must
 // be an IP literal: name resolution would run on other threads, outside n.
+//
+// For TCP and UDP with a numeric port, only the socket is created inside n
+// (on n's socket thread, see [NetNS.Close]); binding and connecting run on
+// the caller's goroutine through the Go poller. Other networks switch the
+// calling thread into n for the whole dial.
 func (n *NetNS) Dial(ctx context.Context, network, addr string, o SocketOptions) (net.Conn, error) {
 	if n != nil && (isTCP(network) || strings.HasPrefix(network, "udp")) {
-		host, _, err := net.SplitHostPort(addr)
+		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, n, err)
 		}
-		if _, err := netip.ParseAddr(host); err != nil {
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
 			return nil, fmt.Errorf("dial %s %s in %s: host must be an IP literal", network, addr, n)
 		}
+		if raddr, ok := threadDialable(network, ip, port, o); ok {
+			c, err := n.dialThread(ctx, network, raddr, o)
+			if err != nil {
+				return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, n, err)
+			}
+			return c, nil
+		}
 	}
+	return n.dialSetns(ctx, network, addr, o)
+}
+
+// dialSetns dials with the calling thread switched into n for the whole
+// dial (connect included).
+func (n *NetNS) dialSetns(ctx context.Context, network, addr string, o SocketOptions) (net.Conn, error) {
 	d := net.Dialer{Control: Control(o), KeepAlive: -1}
 	if o.LocalAddr.IsValid() {
 		la := o.LocalAddr.Addr().Unmap()
