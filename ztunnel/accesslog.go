@@ -28,13 +28,12 @@ type connInfo struct {
 	// DstSvc is the service the connection was for: outbound, the one whose VIP was dialed;
 	// inbound, the local workload's service the client named or whose port matches. nil if none.
 	DstSvc *workload.Service
-	// opened holds the metric labels from the moment the connection counted as opened
-	// (see Proxy.opened); nil for connections refused before that, which are only logged.
-	opened *trafficLabels
+	// opened holds the metric series of the labels from the moment the connection counted as
+	// opened (see podProxy.opened); nil for connections refused before that, which are only
+	// logged.
+	opened *connSeries
 }
 
-// logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
-// at WARN with the error when it failed.
 // view is how the connection appears in the admin dump.
 func (ci *connInfo) view() ConnView {
 	v := ConnView{Direction: ci.Direction, Src: ci.Src.String(), Protocol: ci.Protocol}
@@ -47,11 +46,31 @@ func (ci *connInfo) view() ConnView {
 	return v
 }
 
+// logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
+// at WARN with the error when it failed. It builds the record itself: the same line as
+// Logger.LogAttrs (our handlers never add the source location), without walking the stack,
+// and with one clock reading for both the record time and the duration.
 func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
-	attrs := []slog.Attr{
+	if err == nil {
+		err = res.Err
+	}
+	level, msg := slog.LevelInfo, "connection complete"
+	if err != nil {
+		level, msg = slog.LevelWarn, "connection failed"
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx := context.Background()
+	h := log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	var buf [18]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("src.addr", ci.Src.String()),
 		slog.String("dst.addr", ci.Dst.String()),
-	}
+	)
 	if ci.HBONEAddr != "" {
 		attrs = append(attrs, slog.String("dst.hbone_addr", ci.HBONEAddr))
 	}
@@ -70,20 +89,18 @@ func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	if ci.DstIdentity != "" {
 		attrs = append(attrs, slog.String("dst.identity", ci.DstIdentity))
 	}
+	now := time.Now()
 	attrs = append(attrs,
 		slog.String("direction", ci.Direction),
 		slog.String("protocol", ci.Protocol),
 		slog.Int64("bytes_sent", res.Sent),
 		slog.Int64("bytes_recv", res.Received),
-		slog.Duration("duration", time.Since(ci.Start)),
+		slog.Duration("duration", now.Sub(ci.Start)),
 	)
-	if err == nil {
-		err = res.Err
-	}
-	level, msg := slog.LevelInfo, "connection complete"
 	if err != nil {
-		level, msg = slog.LevelWarn, "connection failed"
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	log.LogAttrs(context.Background(), level, msg, attrs...)
+	r := slog.NewRecord(now, level, msg, 0)
+	r.AddAttrs(attrs...)
+	h.Handle(ctx, r) //nolint:errcheck // like Logger.LogAttrs: a failed log write has nowhere to go
 }

@@ -90,7 +90,7 @@ func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *c
 // the client's, and applies the pod's authorization policies. tc must already be tracked, so a
 // policy change after this check is not missed.
 func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, peer *certs.Identity) error {
-	dst, err := pod.p.sourceWorkload(ctx, pod, ci.Dst.Addr())
+	dst, err := pod.ownWorkload(ctx, ci.Dst.Addr())
 	if err != nil {
 		return fmt.Errorf("unknown destination workload: %w", err)
 	}

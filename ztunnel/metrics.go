@@ -19,6 +19,8 @@ type proxyMetrics struct {
 	opened, closed, failed, received, sent *prometheus.CounterVec
 	// sockets counts accepted downstream sockets, by reporter.
 	sockets *prometheus.GaugeVec
+	// series caches the connection metrics' series by label set (metrics_traffic.go).
+	series seriesCache
 
 	// In-pod proxy lifecycle (workload_manager_*): see podEvents.
 	podsStarted, podsStopped prometheus.Counter

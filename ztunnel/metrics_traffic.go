@@ -5,7 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ztunnel-go/ztunnel/workload"
 )
@@ -168,9 +172,8 @@ func (pod *podProxy) opened(ci *connInfo) {
 	if m == nil || ci.opened != nil {
 		return
 	}
-	l := pod.p.trafficLabels(ci)
-	ci.opened = &l
-	m.opened.WithLabelValues(l.values()...).Inc()
+	ci.opened = m.series.get(pod.p, ci)
+	ci.opened.opened.Inc()
 }
 
 // finish ends a connection: its access-log line, and, if it was counted as opened, the closed
@@ -178,27 +181,28 @@ func (pod *podProxy) opened(ci *connInfo) {
 // its bytes under the labels it was opened with. It must be called exactly once per connection.
 func (pod *podProxy) finish(ci *connInfo, res spliceResult, err error) {
 	logConn(pod.log, ci, res, err)
-	m := pod.p.metrics
-	if m == nil || ci.opened == nil {
+	s := ci.opened
+	if pod.p.metrics == nil || s == nil {
 		return
 	}
 	if err == nil {
 		err = res.Err
 	}
-	open := ci.opened.values()
+	m := pod.p.metrics
 	if res.Received > 0 {
-		m.received.WithLabelValues(open...).Add(float64(res.Received))
+		s.received.get(m.received, s.vals).Add(float64(res.Received))
 	}
 	if res.Sent > 0 {
-		m.sent.WithLabelValues(open...).Add(float64(res.Sent))
+		s.sent.get(m.sent, s.vals).Add(float64(res.Sent))
 	}
-	final := *ci.opened
-	final.ResponseFlags = responseFlag(err)
-	vals := final.values()
-	m.closed.WithLabelValues(vals...).Inc()
-	if final.ResponseFlags != flagNone {
-		m.failed.WithLabelValues(vals...).Inc()
+	flag := responseFlag(err)
+	if flag == flagNone {
+		s.closed.get(m.closed, s.vals).Inc()
+		return
 	}
+	f := s.withFlag(m, flag)
+	f.closed.Inc()
+	f.failed.Inc()
 }
 
 // socketOpened counts an accepted downstream socket in istio_tcp_sockets_open; the returned
@@ -242,4 +246,120 @@ func guessInboundService(snap *workload.Snapshot, w *workload.Workload, host str
 		}
 	}
 	return byPort
+}
+
+// connSeries is the series a connection with one label set touches, bound once: building the
+// 27 label values and hashing them in every vector costs more than the increments themselves.
+// A series is bound on its first use, so the registry exports the same series as without the
+// cache (no zero-valued series for counters never incremented). labels and vals are immutable;
+// the lazy slots are set once (a racing binder stores the same counter).
+type connSeries struct {
+	labels                 trafficLabels // response flag "-"
+	vals                   []string      // labels.values()
+	opened                 prometheus.Counter
+	closed, received, sent lazyCounter
+	flagged                [3]atomic.Pointer[flagSeries] // by flagIndex; nil until first used
+}
+
+// lazyCounter is a counter of a vector bound on first use.
+type lazyCounter struct{ c atomic.Pointer[boundCounter] }
+
+type boundCounter struct{ prometheus.Counter }
+
+func (l *lazyCounter) get(vec *prometheus.CounterVec, vals []string) prometheus.Counter {
+	if b := l.c.Load(); b != nil {
+		return b.Counter
+	}
+	b := &boundCounter{vec.WithLabelValues(vals...)}
+	l.c.Store(b)
+	return b.Counter
+}
+
+// flagSeries are the closed and failed counters of one response flag other than "-".
+type flagSeries struct{ closed, failed prometheus.Counter }
+
+// flagIndex maps the failure flags to connSeries.flagged.
+func flagIndex(flag string) int {
+	switch flag {
+	case flagDeny:
+		return 0
+	case flagTLSFailure:
+		return 1
+	}
+	return 2 // flagConnect
+}
+
+// withFlag returns the closed and failed counters of s's labels with response flag flag.
+func (s *connSeries) withFlag(m *proxyMetrics, flag string) *flagSeries {
+	slot := &s.flagged[flagIndex(flag)]
+	if f := slot.Load(); f != nil {
+		return f
+	}
+	l := s.labels
+	l.ResponseFlags = flag
+	vals := l.values()
+	f := &flagSeries{closed: m.closed.WithLabelValues(vals...), failed: m.failed.WithLabelValues(vals...)}
+	slot.Store(f) // a racing builder stores the same counters
+	return f
+}
+
+// seriesKey is what the traffic labels of a connection depend on. Workloads and services are
+// immutable parts of a snapshot, so their pointers stand for their contents.
+type seriesKey struct {
+	src, dst       *workload.Workload
+	svc            *workload.Service
+	inbound, hbone bool
+	principal      string // the source principal; only with HBONE
+}
+
+// maxCachedSeries bounds a seriesGen: past it, connections bind their series uncached.
+const maxCachedSeries = 4096
+
+// seriesCache holds the bound series of the label sets in use. It starts over whenever the
+// workload snapshot changes, so it only holds objects of the current snapshot (and of
+// connections that started just before the change). Safe for concurrent use.
+type seriesCache struct {
+	gen atomic.Pointer[seriesGen]
+}
+
+// seriesGen is the cache of one snapshot.
+type seriesGen struct {
+	snap *workload.Snapshot
+	m    sync.Map // seriesKey → *connSeries
+	n    atomic.Int32
+}
+
+// get returns the series of ci's labels, binding them on first use.
+func (c *seriesCache) get(p *Proxy, ci *connInfo) *connSeries {
+	k := seriesKey{src: ci.SrcWorkload, dst: ci.DstWorkload, svc: ci.DstSvc,
+		inbound: ci.Direction == "inbound", hbone: ci.Protocol == "HBONE"}
+	if k.hbone {
+		k.principal = ci.SrcIdentity
+	}
+	snap := p.store.Load()
+	g := c.gen.Load()
+	if g == nil || g.snap != snap {
+		fresh := &seriesGen{snap: snap}
+		if c.gen.CompareAndSwap(g, fresh) {
+			g = fresh
+		} else {
+			g = c.gen.Load()
+		}
+	}
+	if s, ok := g.m.Load(k); ok {
+		return s.(*connSeries)
+	}
+	s := bindSeries(p.metrics, p.trafficLabels(ci))
+	if g.n.Load() < maxCachedSeries {
+		if prev, loaded := g.m.LoadOrStore(k, s); loaded {
+			return prev.(*connSeries)
+		}
+		g.n.Add(1)
+	}
+	return s
+}
+
+func bindSeries(m *proxyMetrics, l trafficLabels) *connSeries {
+	vals := l.values()
+	return &connSeries{labels: l, vals: vals, opened: m.opened.WithLabelValues(vals...)}
 }

@@ -49,7 +49,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if illegalPort(dst.Port()) && (dst.Addr().IsLoopback() || dst.Addr() == ci.Src.Addr()) {
 		return nil, fmt.Errorf("refusing connection to proxy port %d (would loop)", dst.Port())
 	}
-	src, err := pod.p.sourceWorkload(pod.ctx, pod, ci.Src.Addr())
+	src, err := pod.ownWorkload(pod.ctx, ci.Src.Addr())
 	if err != nil {
 		return nil, err
 	}
@@ -95,16 +95,15 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	}
 
 	ci.Protocol = "HBONE"
-	dstID := pod.p.identityOf(target.Workload)
-	ci.SrcIdentity, ci.DstIdentity = srcID.String(), dstID.String()
+	ci.SrcIdentity, ci.DstIdentity = srcID.String(), pod.p.identityOf(target.Workload).String()
 	ci.HBONEAddr = upAddr.String()
-	expected := []string{dstID.String()}
-	if svc != nil {
-		expected = append(expected, svc.SubjectAltNames...)
+	dstIDs := ci.DstIdentity
+	if svc != nil && len(svc.SubjectAltNames) > 0 {
+		dstIDs = identitySet(append([]string{ci.DstIdentity}, svc.SubjectAltNames...))
 	}
 	key := hbone.Key{
-		SrcIdentity:   srcID.String(),
-		DstIdentities: identitySet(expected),
+		SrcIdentity:   ci.SrcIdentity,
+		DstIdentities: dstIDs,
 		Dst:           netip.AddrPortFrom(ip, HBONEPort),
 		SrcIP:         ci.Src.Addr().Unmap(),
 	}
@@ -127,6 +126,15 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 		return nil, fmt.Errorf("HBONE connect to %s via %s: %w", upAddr, key.Dst, err)
 	}
 	return st, nil
+}
+
+// ownWorkload is Proxy.sourceWorkload without its wait (a timer and a change subscription) when
+// the current snapshot already has the pod's workload, as it nearly always does.
+func (pod *podProxy) ownWorkload(ctx context.Context, ip netip.Addr) (*workload.Workload, error) {
+	if w := pod.lookupWorkload(pod.p.store.Load(), ip); w != nil {
+		return w, nil
+	}
+	return pod.p.sourceWorkload(ctx, pod, ip)
 }
 
 // resolve maps the original destination to a mesh upstream. A zero target means "not in the

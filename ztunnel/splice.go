@@ -36,37 +36,59 @@ type spliceResult struct {
 // ended, then closes both. End of stream in one direction is passed on as a half-close, so the
 // other direction keeps flowing. A failure in either direction, or ctx ending, closes both
 // connections at once. Connection resets and closes after the peer finished are not errors.
+//
+// The downstream→upstream copy runs on the caller's goroutine, the other on one goroutine of
+// its own; the state they share lives in one allocation.
 func splice(ctx context.Context, downstream, upstream net.Conn) spliceResult {
-	var res spliceResult
-	var wg sync.WaitGroup
-	abort := sync.OnceFunc(func() {
-		downstream.Close()
-		upstream.Close()
-	})
-	stop := context.AfterFunc(ctx, abort)
+	s := &spliceState{down: downstream, up: upstream}
+	stop := context.AfterFunc(ctx, s.abort)
 	defer stop()
 
-	errs := make([]error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res.Sent, errs[1] = copyHalf(downstream, upstream)
-		if errs[1] != nil {
-			abort()
-		}
-	}()
-	res.Received, errs[0] = copyHalf(upstream, downstream)
-	if errs[0] != nil {
-		abort()
+	s.wg.Add(1)
+	go s.copyUpstream()
+	var res spliceResult
+	var errDown error
+	res.Received, errDown = copyHalf(upstream, downstream)
+	if errDown != nil {
+		s.abort()
 	}
-	wg.Wait()
-	abort()
+	s.wg.Wait()
+	s.abort()
+	res.Sent = s.sent
 	if ctx.Err() != nil {
 		res.Err = context.Cause(ctx)
 	} else {
-		res.Err = errors.Join(errs[0], errs[1])
+		res.Err = errors.Join(errDown, s.errUp)
 	}
 	return res
+}
+
+// spliceState is what the two copies of a splice share.
+type spliceState struct {
+	down, up net.Conn
+	once     sync.Once // closes both connections once
+	wg       sync.WaitGroup
+
+	// Written by copyUpstream, read after wg.Wait.
+	sent  int64
+	errUp error
+}
+
+// copyUpstream copies upstream to downstream (the bytes "sent" to the client).
+func (s *spliceState) copyUpstream() {
+	defer s.wg.Done()
+	s.sent, s.errUp = copyHalf(s.down, s.up)
+	if s.errUp != nil {
+		s.abort()
+	}
+}
+
+// abort closes both connections (the first call only).
+func (s *spliceState) abort() { s.once.Do(s.closeBoth) }
+
+func (s *spliceState) closeBoth() {
+	s.down.Close()
+	s.up.Close()
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst. No path holds a buffer
