@@ -142,7 +142,7 @@ func (e *env) path(name string) *path {
 // checkAlive returns an error if a helper process or a proxy has exited.
 func (e *env) checkAlive() error {
 	for _, p := range e.procs {
-		if err := p.exited(); err != nil {
+		if err := p.Exited(); err != nil {
 			return err
 		}
 	}
@@ -159,7 +159,7 @@ func (e *env) checkAlive() error {
 // close stops the helpers and servers and removes the cluster.
 func (e *env) close() error {
 	for _, p := range e.procs {
-		p.stop(procGrace)
+		p.Stop(procGrace)
 	}
 	for _, s := range e.servers {
 		s.Close()

@@ -62,7 +62,7 @@ func (e *env) startPair(ctx context.Context, name string, argsB, argsA []string,
 		if err := p.waitListening(ctx, e.nodeNS[s.node], s.addr, relayStartTimeout); err != nil {
 			return nil, err
 		}
-		pids = append(pids, p.pid())
+		pids = append(pids, p.PID())
 	}
 	// pids are in B, A order; report A first.
 	pids[0], pids[1] = pids[1], pids[0]

@@ -40,7 +40,7 @@ func (c *Cluster) close() error {
 	}
 	for _, n := range c.nodes {
 		if n.proxy != nil {
-			n.proxy.stop(3 * time.Second)
+			n.proxy.Stop(3 * time.Second)
 		}
 	}
 	if c.istiod != nil {

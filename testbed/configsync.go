@@ -97,7 +97,7 @@ func (c *Cluster) proxiesBehind(hash string, check bool) ([]string, error) {
 		if n.proxy == nil {
 			continue
 		}
-		if err := n.proxy.exited(); err != nil {
+		if err := n.proxy.Exited(); err != nil {
 			return nil, err
 		}
 		if !check {

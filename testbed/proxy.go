@@ -3,16 +3,12 @@ package testbed
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -90,17 +86,17 @@ func (c *Cluster) UpgradeProxy(ctx context.Context, nodeName string, grace time.
 		return fmt.Errorf("upgrade proxy on %s: %w", nodeName, err)
 	}
 	if err := writeIdent(filepath.Join(c.stateDir, proxyPrefix+n.spec.Name+fmt.Sprint(n.proxyGen)), p.ident); err != nil {
-		p.stop(time.Second)
+		p.Stop(time.Second)
 		return err
 	}
 	c.log.Info("proxy started (upgrade)", "node", nodeName, "pid", p.ident.pid, "log", logPath)
 	if err := n.agent.waitSynced(ctx, 2); err != nil {
-		p.stop(time.Second)
-		return fmt.Errorf("upgrade proxy on %s: new proxy did not take over the pods: %w\n%s", nodeName, err, p.logTail(20))
+		p.Stop(time.Second)
+		return fmt.Errorf("upgrade proxy on %s: new proxy did not take over the pods: %w\n%s", nodeName, err, p.LogTail(20))
 	}
 	n.proxy, n.logPath = p, logPath
 	c.log.Info("terminating old proxy", "node", nodeName, "pid", old.ident.pid)
-	return old.terminate(grace)
+	return old.Terminate(grace)
 }
 
 // TerminateProxy sends SIGTERM to a node's proxy and waits up to grace for it to exit. It returns
@@ -112,33 +108,14 @@ func (c *Cluster) TerminateProxy(nodeName string, grace time.Duration) error {
 	if n == nil || n.proxy == nil {
 		return fmt.Errorf("terminate proxy: no proxy on node %q", nodeName)
 	}
-	return n.proxy.terminate(grace)
-}
-
-// terminate sends SIGTERM and waits up to grace for a clean exit.
-func (p *proxyProc) terminate(grace time.Duration) error {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.waitErr != nil {
-			return fmt.Errorf("proxy on %s: %w; log ends with:\n%s", p.node, p.waitErr, p.logTail(20))
-		}
-		return nil
-	case <-time.After(grace):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("proxy on %s did not exit within %s of SIGTERM; log ends with:\n%s", p.node, grace, p.logTail(20))
-	}
+	return n.proxy.Terminate(grace)
 }
 
 // proxyProc is one running proxy process.
 type proxyProc struct {
-	node    string
-	logPath string
-	cmd     *exec.Cmd
-	ident   procIdent
-	done    chan struct{} // closed once the process has exited and waitErr is set
-	waitErr error
+	*Process
+	node  string
+	ident procIdent
 
 	mu      sync.Mutex      // guards offset, partial, hashes
 	offset  int64           // bytes of the log already scanned
@@ -146,90 +123,24 @@ type proxyProc struct {
 	hashes  map[string]bool // config hashes the proxy reported loading
 }
 
-// startProxy runs binary in the network namespace ns with env, stdout and stderr to logPath. The
-// process is started from a locked OS thread that stays alive until the process exits, so its
-// parent-death signal (SIGKILL) fires only when this process dies, never on a thread exit.
+// startProxy runs binary in the network namespace ns with env, stdout and stderr to logPath.
 func startProxy(node, ns, binary string, env []string, logPath string) (*proxyProc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	proc, err := StartInNetNS("proxy on "+node, ns, logPath, env, binary)
 	if err != nil {
-		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
+		return nil, err
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, binary)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a terminal's Ctrl-C reaches the testbed, which then stops the proxies in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	p := &proxyProc{node: node, logPath: logPath, cmd: cmd, done: make(chan struct{}), hashes: map[string]bool{}}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer logf.Close()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
-	}
-	// `ip netns exec` execs the binary in place, so the PID is the proxy's.
-	p.ident, err = identify(cmd.Process.Pid)
+	p := &proxyProc{Process: proc, node: node, hashes: map[string]bool{}}
+	p.ident, err = identify(proc.PID())
 	if err != nil {
 		// A proxy that exits at once (e.g. on bad config) may be reaped before identify: report
 		// its exit and log rather than the missing /proc entry.
-		if xerr := p.exitedWithin(100 * time.Millisecond); xerr != nil {
+		if xerr := p.ExitedWithin(100 * time.Millisecond); xerr != nil {
 			return nil, fmt.Errorf("start proxy on %s: %w", node, xerr)
 		}
-		p.stop(time.Second)
+		p.Stop(time.Second)
 		return nil, fmt.Errorf("start proxy on %s: %w", node, err)
 	}
 	return p, nil
-}
-
-// exited returns the exit error (non-nil) if the process has exited, else nil.
-func (p *proxyProc) exited() error {
-	select {
-	case <-p.done:
-		err := p.waitErr
-		if err == nil {
-			err = errors.New("exited with status 0")
-		}
-		return fmt.Errorf("proxy on %s exited: %w; log %s ends with:\n%s", p.node, err, p.logPath, p.logTail(20))
-	default:
-		return nil
-	}
-}
-
-// exitedWithin waits up to d for the process to exit and returns exited's error, or nil if it is
-// still running.
-func (p *proxyProc) exitedWithin(d time.Duration) error {
-	select {
-	case <-p.done:
-		return p.exited()
-	case <-time.After(d):
-		return nil
-	}
-}
-
-// stop sends SIGTERM, waits up to grace, then SIGKILLs. It returns once the process is gone.
-func (p *proxyProc) stop(grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(grace):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
 }
 
 // loaded reports whether the proxy logged loading the config with this hash. It scans the part of
@@ -237,7 +148,7 @@ func (p *proxyProc) stop(grace time.Duration) {
 func (p *proxyProc) loaded(hash string) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f, err := os.Open(p.logPath)
+	f, err := os.Open(p.LogPath)
 	if err != nil {
 		return false, fmt.Errorf("read proxy log: %w", err)
 	}
@@ -288,20 +199,7 @@ func parseLoadedLine(line string) (string, bool) {
 func (c *Cluster) writeProxyLogTails(w io.Writer, n int) {
 	for _, nd := range c.nodes {
 		if nd.proxy != nil {
-			fmt.Fprintf(w, "--- last lines of the proxy log of %s (%s):\n%s\n", nd.spec.Name, nd.logPath, nd.proxy.logTail(n))
+			fmt.Fprintf(w, "--- last lines of the proxy log of %s (%s):\n%s\n", nd.spec.Name, nd.logPath, nd.proxy.LogTail(n))
 		}
 	}
-}
-
-// logTail returns the last n lines of the proxy log.
-func (p *proxyProc) logTail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -111,7 +111,7 @@ func TestProxyLifecycle(t *testing.T) {
 
 	// A proxy that dies is reported by WaitConfigApplied at once.
 	c.nodes[1].proxy.cmd.Process.Kill()
-	<-c.nodes[1].proxy.done
+	<-c.nodes[1].proxy.Done()
 	start := time.Now()
 	err = c.AddService(ctx, ServiceSpec{Name: "u", Namespace: "ns", VIP: netip.MustParseAddr("10.96.0.2"), Ports: map[uint16]uint16{80: 80}})
 	if err == nil || !strings.Contains(err.Error(), "node2 exited") {

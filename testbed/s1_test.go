@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"os/exec"
 	"path/filepath"
@@ -66,50 +65,8 @@ func TestS1ControlPlane(t *testing.T) {
 	var out strings.Builder
 	err := RunS1(ctx, Config{Ztunnel: bin, Logger: testLogger(t), StateRoot: t.TempDir(), ControlPlane: true}, &out)
 	t.Log("S1 output:\n" + out.String())
-	if line, ok := xdsNotImplemented(err); ok {
-		t.Skipf("cmd/ztunnel cannot use XDS_ADDRESS yet; the proxy exited with: %s", strings.TrimSpace(line))
-	}
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// xdsNotImplemented reports whether err is a proxy that cannot use XDS_ADDRESS yet: it exited
-// saying XDS_ADDRESS is not implemented, or asking for a local config although XDS_ADDRESS was set
-// ("no workload source" without naming XDS_ADDRESS). The error of a proxy that exited carries the
-// tail of its log.
-func xdsNotImplemented(err error) (line string, ok bool) {
-	if err == nil {
-		return "", false
-	}
-	for _, line := range strings.Split(err.Error(), "\n") {
-		switch {
-		case strings.Contains(line, "XDS_ADDRESS") && strings.Contains(line, "not implemented"):
-			return line, true
-		case strings.Contains(line, "no workload source") && !strings.Contains(line, "XDS_ADDRESS"):
-			return line, true
-		}
-	}
-	return "", false
-}
-
-func TestXDSNotImplemented(t *testing.T) {
-	for _, tt := range []struct {
-		msg  string
-		want bool
-	}{
-		{"proxy on worker1 exited: exit status 2; log x ends with:\nztunnel: XDS_ADDRESS=\"http://172.30.255.254:15012\": the xDS client is not implemented yet", true},
-		{"proxy on worker1 exited: exit status 1; log x ends with:\nztunnel: no workload source: set LOCAL_XDS_PATH or LOCAL_XDS", true},
-		{"ztunnel: no workload source: set LOCAL_XDS_PATH (or LOCAL_XDS) or XDS_ADDRESS", false},
-		{"wait for xDS config on [worker1 (no xDS stream)]: context deadline exceeded", false},
-		{"S1: 1 expectation(s) failed", false},
-	} {
-		if _, got := xdsNotImplemented(errors.New(tt.msg)); got != tt.want {
-			t.Errorf("xdsNotImplemented(%q) = %v, want %v", tt.msg, got, tt.want)
-		}
-	}
-	if _, ok := xdsNotImplemented(nil); ok {
-		t.Error("xdsNotImplemented(nil) = true")
 	}
 }
 
