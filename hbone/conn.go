@@ -298,7 +298,7 @@ func (c *conn) finishStreamLocked(s *Stream) {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	notify(s.readWake)
+	s.wakeReaderLocked()
 	notify(s.sendWake)
 	c.streamsChangedLocked()
 }

@@ -34,11 +34,11 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 		// The socket is full (or failing): WriteTo writes the rest, blocking, and sees any error.
 		s.sink = nil
 		s.buf.addPart(b, k, n)
-		notify(s.readWake)
+		s.wakeReaderLocked()
 	}
 	if s.sinkWait {
 		s.sinkWait = false
-		notify(s.readWake)
+		s.wakeReaderLocked()
 	}
 	return true
 }

@@ -12,7 +12,13 @@ import (
 // TestWriteToTCPSocket sends many small messages to a WriteTo whose writer is a TCP socket, so the
 // read loop writes them to the socket itself while WriteTo waits; the socket's receiver stalls at
 // first, so the socket fills and the rest goes through WriteTo. Every byte must arrive, in order.
-func TestWriteToTCPSocket(t *testing.T) {
+func TestWriteToTCPSocket(t *testing.T) { testWriteToTCPSocket(t, false) }
+
+// TestWriteToAsyncTCPSocket is TestWriteToTCPSocket with WriteToAsync: its drain goroutines come
+// and go as the stream parks, and every byte must still arrive, in order, before done is called.
+func TestWriteToAsyncTCPSocket(t *testing.T) { testWriteToTCPSocket(t, true) }
+
+func testWriteToTCPSocket(t *testing.T, async bool) {
 	checkLeaks(t)
 	pki := newTestPKI(t)
 	var payload []byte
@@ -69,7 +75,26 @@ func TestWriteToTCPSocket(t *testing.T) {
 		b, _ := io.ReadAll(rcv)
 		got <- b
 	}()
-	n, err := s.WriteTo(dst)
+	var n int64
+	if async {
+		type result struct {
+			n   int64
+			err error
+		}
+		res := make(chan result, 2)
+		s.WriteToAsync(dst.(*net.TCPConn), func(n int64, err error) { res <- result{n, err} })
+		select {
+		case r := <-res:
+			n, err = r.n, r.err
+		case <-time.After(10 * time.Second):
+			t.Fatal("WriteToAsync did not finish")
+		}
+		if len(res) != 0 {
+			t.Error("WriteToAsync called done twice")
+		}
+	} else {
+		n, err = s.WriteTo(dst)
+	}
 	if err != nil || n != int64(len(payload)) {
 		t.Errorf("WriteTo = %d, %v; want %d, nil", n, err, len(payload))
 	}

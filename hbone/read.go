@@ -190,11 +190,11 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	c.consumedLocked(s, size-int64(len(data))) // padding is consumed at once
 	if len(data) > 0 {
 		s.buf.write(data)
-		notify(s.readWake)
+		s.wakeReaderLocked()
 	}
 	if f.StreamEnded() {
 		s.recvEnd = true
-		notify(s.readWake)
+		s.wakeReaderLocked()
 		c.maybeFinishLocked(s)
 	}
 	return nil
@@ -231,7 +231,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	close(s.respReady)
 	if f.StreamEnded() {
 		s.recvEnd = true
-		notify(s.readWake)
+		s.wakeReaderLocked()
 		c.maybeFinishLocked(s)
 	}
 	return nil
@@ -244,7 +244,7 @@ func (c *conn) onTrailersLocked(s *Stream, f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s.recvEnd = true
-	notify(s.readWake)
+	s.wakeReaderLocked()
 	c.maybeFinishLocked(s)
 	return nil
 }

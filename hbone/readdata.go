@@ -46,7 +46,7 @@ func (c *conn) readData(fh http2.FrameHeader) (bool, error) {
 		case c.deliverDirectLocked(s, b, n):
 		default:
 			s.buf.add(b, n)
-			notify(s.readWake)
+			s.wakeReaderLocked()
 		}
 		c.mu.Unlock()
 	}
@@ -54,7 +54,7 @@ func (c *conn) readData(fh http2.FrameHeader) (bool, error) {
 		c.mu.Lock()
 		if !s.done {
 			s.recvEnd = true
-			notify(s.readWake)
+			s.wakeReaderLocked()
 			c.maybeFinishLocked(s)
 		}
 		c.mu.Unlock()

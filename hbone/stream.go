@@ -58,6 +58,8 @@ type Stream struct {
 	sinkBusy bool            // the read loop is writing to sink; WriteTo must not touch w
 	sinkWait bool            // WriteTo waits for sinkBusy to clear: notify readWake
 	sinkN    int64           // bytes the read loop wrote to sink, not yet counted by WriteTo
+
+	async *asyncCopy // set by WriteToAsync (writetoasync.go), guarded by conn.mu
 }
 
 func newStream(c *conn, id uint32) *Stream {
@@ -289,6 +291,7 @@ func (s *Stream) Close() error {
 	if !s.done {
 		c.resetStreamLocked(s, ErrCodeCancel, false)
 	}
+	s.wakeReaderLocked() // defensive: a parked WriteToAsync has no goroutine to see s.closed
 	return nil
 }
 

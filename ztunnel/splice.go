@@ -37,30 +37,51 @@ type spliceResult struct {
 // other direction keeps flowing. A failure in either direction, or ctx ending, closes both
 // connections at once. Connection resets and closes after the peer finished are not errors.
 //
-// The downstream→upstream copy runs on the caller's goroutine, the other on one goroutine of
-// its own; the state they share lives in one allocation.
+// One direction runs on the caller's goroutine. A copy from an HBONE stream to a TCP socket
+// runs without a goroutine of its own while the stream is idle (Stream.WriteToAsync), so an
+// idle tunnel holds one goroutine; any other copy runs on one goroutine of its own. The state
+// they share lives in one allocation.
 func splice(ctx context.Context, downstream, upstream net.Conn) spliceResult {
 	s := &spliceState{down: downstream, up: upstream}
 	stop := context.AfterFunc(ctx, s.abort)
 	defer stop()
 
-	s.wg.Add(1)
-	go s.copyUpstream()
 	var res spliceResult
-	var errDown error
-	res.Received, errDown = copyHalf(upstream, downstream)
-	if errDown != nil {
+	var errCaller error
+	s.wg.Add(1)
+	if st, ok := upstream.(*hbone.Stream); ok && isTCP(downstream) {
+		// Outbound: the bytes sent to the client come from the stream.
+		st.WriteToAsync(downstream.(*net.TCPConn), s.sentDone)
+		res.Received, errCaller = copyHalf(upstream, downstream)
+	} else if st, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
+		// Inbound: the bytes received from the client come from the stream.
+		st.WriteToAsync(upstream.(*net.TCPConn), s.receivedDone)
+		res.Sent, errCaller = copyHalf(downstream, upstream)
+	} else {
+		go s.copyUpstream()
+		res.Received, errCaller = copyHalf(upstream, downstream)
+	}
+	if errCaller != nil {
 		s.abort()
 	}
 	s.wg.Wait()
 	s.abort()
-	res.Sent = s.sent
+	if s.asyncSent {
+		res.Sent = s.n
+	} else {
+		res.Received = s.n
+	}
 	if ctx.Err() != nil {
 		res.Err = context.Cause(ctx)
 	} else {
-		res.Err = errors.Join(errDown, s.errUp)
+		res.Err = errors.Join(errCaller, s.err)
 	}
 	return res
+}
+
+func isTCP(c net.Conn) bool {
+	_, ok := c.(*net.TCPConn)
+	return ok
 }
 
 // spliceState is what the two copies of a splice share.
@@ -69,16 +90,36 @@ type spliceState struct {
 	once     sync.Once // closes both connections once
 	wg       sync.WaitGroup
 
-	// Written by copyUpstream, read after wg.Wait.
-	sent  int64
-	errUp error
+	// The other direction's outcome (not the caller's), written before wg.Done and read after
+	// wg.Wait: its byte count and error, and whether it was the upstream→downstream one.
+	n         int64
+	err       error
+	asyncSent bool
 }
 
-// copyUpstream copies upstream to downstream (the bytes "sent" to the client).
+// copyUpstream copies upstream to downstream (the bytes "sent" to the client) on a goroutine.
 func (s *spliceState) copyUpstream() {
+	s.asyncSent = true
+	s.otherDone(copyHalf(s.down, s.up))
+}
+
+// sentDone ends the upstream→downstream copy done by the stream (WriteToAsync's callback).
+func (s *spliceState) sentDone(n int64, err error) {
+	s.asyncSent = true
+	s.otherDone(endHalf(s.down, n, err))
+}
+
+// receivedDone ends the downstream→upstream copy done by the stream (WriteToAsync's callback).
+func (s *spliceState) receivedDone(n int64, err error) {
+	s.otherDone(endHalf(s.up, n, err))
+}
+
+// otherDone records the outcome of the direction that is not the caller's (dst already
+// half-closed or not, see endHalf) and aborts the splice on a failure.
+func (s *spliceState) otherDone(n int64, err error) {
 	defer s.wg.Done()
-	s.sent, s.errUp = copyHalf(s.down, s.up)
-	if s.errUp != nil {
+	s.n, s.err = n, err
+	if err != nil {
 		s.abort()
 	}
 }
@@ -118,6 +159,12 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		n, err = io.CopyBuffer(onlyWriter{dst}, src, *bp)
 		copyBufPool.Put(bp)
 	}
+	return endHalf(dst, n, err)
+}
+
+// endHalf finishes a copy into dst that moved n bytes and ended with err: a benign end is
+// passed on as a half-close of dst. It returns the copy's outcome.
+func endHalf(dst net.Conn, n int64, err error) (int64, error) {
 	if err != nil && !benign(err) {
 		return n, err
 	}

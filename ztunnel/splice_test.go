@@ -97,3 +97,35 @@ func TestSpliceCancel(t *testing.T) {
 }
 
 var errPolicyForTest = &policyError{reason: "test"}
+
+// TCP to TCP, both sides ending cleanly (client half-closes, server answers and closes): every
+// half-close is done once, so splice reports no error and both byte counts.
+func TestSpliceTCPToTCPCleanEnd(t *testing.T) {
+	for range 5 {
+		client, down := tcpPair(t)
+		up, server := tcpPair(t)
+		done := make(chan spliceResult, 1)
+		go func() { done <- splice(context.Background(), down, up) }()
+		client.Write([]byte("ping"))
+		client.CloseWrite()
+		b, err := io.ReadAll(server)
+		if err != nil || string(b) != "ping" {
+			t.Fatalf("server read %q, %v", b, err)
+		}
+		server.Write([]byte("pong!"))
+		server.Close()
+		b, err = io.ReadAll(client)
+		if err != nil || string(b) != "pong!" {
+			t.Fatalf("client read %q, %v", b, err)
+		}
+		select {
+		case res := <-done:
+			if res.Err != nil || res.Received != 4 || res.Sent != 5 {
+				t.Errorf("splice = %+v, want Received 4, Sent 5, no error", res)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("splice did not return")
+		}
+		client.Close()
+	}
+}

@@ -1,0 +1,103 @@
+package hbone
+
+import (
+	"io"
+	"net"
+	"syscall"
+)
+
+// asyncCopy is the state of a WriteToAsync. total is touched only by the one drain goroutine that is
+// running (a goroutine hands over to the next through conn.mu: it parks under mu, the next is started
+// under mu); parked is guarded by conn.mu.
+type asyncCopy struct {
+	w      *net.TCPConn
+	sink   syscall.RawConn // w's, for the read loop's direct writes (directsink.go); nil if unavailable
+	done   func(int64, error)
+	total  int64
+	parked bool // no drain goroutine runs: the next read-side event must start one
+}
+
+// WriteToAsync does what WriteTo(w) does, but without a goroutine waiting while the stream is idle:
+// a short-lived goroutine is started when bytes or the end of the stream arrive, writes what is
+// buffered, and exits once the buffer is empty. done is called once, on such a goroutine, with what
+// WriteTo would have returned (nil once the peer half-closed). An idle tunnel then costs no stack for
+// this direction; small pieces still go straight from the read loop to w (see directSink).
+//
+// Read deadlines do not apply to it. It is a reader: Read, WriteTo and WriteToAsync must not be called
+// on s afterwards. Close ends it (done gets net.ErrClosed).
+func (s *Stream) WriteToAsync(w *net.TCPConn, done func(int64, error)) {
+	a := &asyncCopy{w: w, done: done}
+	if rc, err := w.SyscallConn(); err == nil {
+		a.sink = rc
+	}
+	c := s.c
+	c.mu.Lock()
+	s.async = a
+	c.mu.Unlock()
+	go s.drainAsync()
+}
+
+// wakeReaderLocked tells the stream's reader that data arrived or the read side ended: it wakes a
+// blocked Read or WriteTo, or starts a drain goroutine for a parked WriteToAsync.
+func (s *Stream) wakeReaderLocked() {
+	if a := s.async; a != nil {
+		if a.parked {
+			a.parked = false
+			go s.drainAsync()
+		}
+		return
+	}
+	notify(s.readWake)
+}
+
+// drainAsync is one drain goroutine of WriteToAsync: the loop of WriteTo, except that where WriteTo
+// would wait it parks the copy and returns.
+func (s *Stream) drainAsync() {
+	c, a := s.c, s.async
+	for {
+		c.mu.Lock()
+		// Take w back from the read loop before anything else: it may be writing to it right now.
+		s.sink = nil
+		if s.sinkBusy {
+			s.sinkWait = true // the read loop wakes us when it is done with w
+			a.parked = true
+			c.mu.Unlock()
+			return
+		}
+		a.total += s.sinkN
+		s.sinkN = 0
+		if s.localClosed {
+			c.mu.Unlock()
+			a.done(a.total, net.ErrClosed)
+			return
+		}
+		if s.buf.len() > 0 {
+			ch := s.buf.takeFirst()
+			c.mu.Unlock()
+			n, err := a.w.Write(ch.b[ch.r:ch.w])
+			a.total += int64(n)
+			c.mu.Lock()
+			c.consumedLocked(s, int64(ch.w-ch.r))
+			c.mu.Unlock()
+			chunkPool.Put(ch.b)
+			if err != nil {
+				a.done(a.total, err)
+				return
+			}
+			continue
+		}
+		err := s.readErrLocked()
+		if err == nil {
+			s.sink = a.sink // parked with nothing buffered: the read loop may write to w
+			a.parked = true
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if err == io.EOF {
+			err = nil
+		}
+		a.done(a.total, err)
+		return
+	}
+}
