@@ -107,7 +107,9 @@ func (f *FileSource) Run(ctx context.Context) error {
 	}
 }
 
-// Last returns the last good config, or nil before the first successful load.
+// Last returns the last good config, or nil before the first successful load. Its Raw is
+// nil: the source keeps only the parsed entries (what the admin dump's staticConfig shows),
+// not a second copy of the file.
 func (f *FileSource) Last() *LocalConfig { return f.last.Load() }
 
 // ReloadFailures returns how many reloads failed: the file could not be read, parsed or
@@ -178,6 +180,7 @@ func (f *FileSource) apply(data []byte) error {
 		return fmt.Errorf("%s: %w", f.Path, err)
 	}
 	f.goodHash = f.hash
+	cfg.Raw = nil // the admin dump needs only the parsed entries; don't hold the file twice
 	f.last.Store(cfg)
 	f.Store.Replace(snap)
 	return nil

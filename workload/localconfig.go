@@ -14,7 +14,7 @@ type LocalConfig struct {
 	Workloads []*Workload
 	Services  []*Service
 	Policies  []*Policy
-	Raw       []byte // the YAML it was parsed from
+	Raw       []byte // the YAML it was parsed from; nil in FileSource.Last (not retained there)
 }
 
 // ParseLocalConfig parses a local config strictly: unknown fields, YAML errors, invalid IPs,
@@ -38,7 +38,7 @@ func ParseLocalConfig(source string, data []byte) (*LocalConfig, error) {
 		return nil, &ConfigError{Source: source, Err: errors.New("more than one YAML document")}
 	}
 	cfg := &LocalConfig{Raw: bytes.Clone(data)}
-	d := &decoder{source: source, budget: maxNodes}
+	d := &decoder{source: source, budget: maxNodes, in: newInterner()}
 	var lines entryLines
 	var doc *yaml.Node
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {

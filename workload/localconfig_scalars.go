@@ -21,7 +21,7 @@ func (d *decoder) str(n *yaml.Node, field string) (string, error) {
 	if isNull(n) {
 		return "", nil
 	}
-	return n.Value, nil
+	return d.in.str(n.Value), nil
 }
 
 func (d *decoder) boolean(n *yaml.Node, field string) (bool, error) {
@@ -135,7 +135,7 @@ func (d *decoder) portMap(n *yaml.Node, field string) (map[uint16]uint16, error)
 			return nil, err
 		}
 	}
-	return out, nil
+	return d.in.portMap(out), nil
 }
 
 // enum returns a handler decoding a string with parse into *dst.

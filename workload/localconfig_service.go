@@ -136,6 +136,7 @@ func (d *decoder) endpoints(n *yaml.Node, field string) (map[string]*Endpoint, e
 		if err != nil {
 			return nil, err
 		}
+		ep.Port = d.in.portMap(ep.Port)
 		out[uid] = ep
 	}
 	return out, nil

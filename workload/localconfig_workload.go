@@ -86,6 +86,8 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 	if !ipsSet && w.Hostname == "" {
 		return w, d.fail(n, "workloadIps", "missing required field (or set hostname)")
 	}
+	w.Name = d.in.nameOf(w.UID, w.Name)
+	w.Services = d.in.serviceMap(w.Services)
 	w.TrustDomain = cmp.Or(w.TrustDomain, DefaultTrustDomain)
 	w.ServiceAccount = cmp.Or(w.ServiceAccount, DefaultServiceAccount)
 	w.ClusterID = cmp.Or(w.ClusterID, DefaultClusterID)

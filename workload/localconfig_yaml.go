@@ -47,6 +47,7 @@ type decoder struct {
 	source string
 	entry  string // label of the entry being decoded
 	budget int    // nodes left to visit
+	in     *interner
 }
 
 // handler decodes the value of one mapping field; field is its path.

@@ -63,7 +63,7 @@ func NewSnapshot(workloads []*Workload, services []*Service, policies []*Policy)
 	if err := s.addWorkloads(workloads); err != nil {
 		return nil, fmt.Errorf("new snapshot: %w", err)
 	}
-	if err := s.addServices(services); err != nil {
+	if err := s.addServices(services, joinCounts(s.workloads)); err != nil {
 		return nil, fmt.Errorf("new snapshot: %w", err)
 	}
 	if err := s.addPolicies(policies); err != nil {
@@ -123,7 +123,19 @@ func normalizeWorkload(w *Workload) (*Workload, error) {
 	return &c, nil
 }
 
-func (s *Snapshot) addServices(services []*Service) error {
+// joinCounts counts, per service key, the workloads naming that service, so that each
+// service's endpoint map is allocated once at its final size.
+func joinCounts(workloads []*Workload) map[string]int {
+	n := make(map[string]int)
+	for _, w := range workloads {
+		for key := range w.Services {
+			n[key]++
+		}
+	}
+	return n
+}
+
+func (s *Snapshot) addServices(services []*Service, joining map[string]int) error {
 	for i, in := range services {
 		if in == nil {
 			return fmt.Errorf("services[%d]: nil service", i)
@@ -152,7 +164,7 @@ func (s *Snapshot) addServices(services []*Service) error {
 				return fmt.Errorf("services[%d] (%q): cidrVips[%d]: invalid CIDR %q", i, key, j, p.Prefix)
 			}
 		}
-		svc.Endpoints = make(map[string]*Endpoint, len(in.Endpoints))
+		svc.Endpoints = make(map[string]*Endpoint, len(in.Endpoints)+joining[key])
 		for uid, ep := range in.Endpoints {
 			if ep == nil {
 				return fmt.Errorf("services[%d] (%q): endpoints[%q]: nil endpoint", i, key, uid)

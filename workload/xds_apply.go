@@ -65,8 +65,9 @@ func (s *xdsState) apply(resp *discovery.DeltaDiscoveryResponse) applyResult {
 	var rejects []string
 	var undos []undo
 	accepted := make(map[string]string, len(resp.GetResources())) // name -> version
+	in := newInterner()                                           // shares strings and port maps within this response
 	for _, r := range resp.GetResources() {
-		u, err := s.applyResource(typeURL, r)
+		u, err := s.applyResource(typeURL, r, in)
 		if err != nil {
 			rejects = append(rejects, fmt.Sprintf("%s: %v", r.GetName(), err))
 			delete(accepted, r.GetName()) // a later copy of the name was bad
@@ -102,7 +103,7 @@ func (s *xdsState) apply(resp *discovery.DeltaDiscoveryResponse) applyResult {
 }
 
 // applyResource decodes, converts and stores one resource, returning how to undo that.
-func (s *xdsState) applyResource(typeURL string, r *discovery.Resource) (undo, error) {
+func (s *xdsState) applyResource(typeURL string, r *discovery.Resource, in *interner) (undo, error) {
 	name := r.GetName()
 	a := r.GetResource()
 	if a == nil {
@@ -129,7 +130,7 @@ func (s *xdsState) applyResource(typeURL string, r *discovery.Resource) (undo, e
 	if err := proto.Unmarshal(a.GetValue(), &x); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	w, svc, err := convertAddress(&x)
+	w, svc, err := convertAddress(&x, in)
 	if err != nil {
 		return nil, err
 	}

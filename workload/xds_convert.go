@@ -17,21 +17,21 @@ import (
 // truncated, and a service key in a workload's services map needs both parts non-empty.
 
 // convertAddress converts one Address resource. Exactly one of the results is non-nil when the
-// error is nil.
-func convertAddress(a *workloadapi.Address) (*Workload, *Service, error) {
+// error is nil. Equal strings and port maps are shared through in (nil: no sharing).
+func convertAddress(a *workloadapi.Address, in *interner) (*Workload, *Service, error) {
 	switch t := a.GetType().(type) {
 	case *workloadapi.Address_Workload:
-		w, err := convertWorkload(t.Workload)
+		w, err := convertWorkload(t.Workload, in)
 		return w, nil, err
 	case *workloadapi.Address_Service:
-		s, err := convertService(t.Service)
+		s, err := convertService(t.Service, in)
 		return nil, s, err
 	}
 	return nil, nil, errors.New("address has neither a workload nor a service")
 }
 
 // convertWorkload converts a WDS Workload (reference: TryFrom<XdsWorkload> in state/workload.rs).
-func convertWorkload(x *workloadapi.Workload) (*Workload, error) {
+func convertWorkload(x *workloadapi.Workload, in *interner) (*Workload, error) {
 	if x == nil {
 		return nil, errors.New("workload is empty")
 	}
@@ -41,17 +41,17 @@ func convertWorkload(x *workloadapi.Workload) (*Workload, error) {
 	w := &Workload{
 		UID:                   x.GetUid(),
 		Name:                  x.GetName(),
-		Namespace:             x.GetNamespace(),
-		TrustDomain:           cmp.Or(x.GetTrustDomain(), DefaultTrustDomain),
-		ServiceAccount:        cmp.Or(x.GetServiceAccount(), DefaultServiceAccount),
-		Network:               x.GetNetwork(),
-		Node:                  x.GetNode(),
-		ClusterID:             cmp.Or(x.GetClusterId(), DefaultClusterID),
+		Namespace:             in.str(x.GetNamespace()),
+		TrustDomain:           in.str(cmp.Or(x.GetTrustDomain(), DefaultTrustDomain)),
+		ServiceAccount:        in.str(cmp.Or(x.GetServiceAccount(), DefaultServiceAccount)),
+		Network:               in.str(x.GetNetwork()),
+		Node:                  in.str(x.GetNode()),
+		ClusterID:             in.str(cmp.Or(x.GetClusterId(), DefaultClusterID)),
 		Hostname:              x.GetHostname(),
-		WorkloadName:          x.GetWorkloadName(),
-		WorkloadType:          workloadType(x.GetWorkloadType()),
-		CanonicalName:         x.GetCanonicalName(),
-		CanonicalRevision:     x.GetCanonicalRevision(),
+		WorkloadName:          in.str(x.GetWorkloadName()),
+		WorkloadType:          in.str(workloadType(x.GetWorkloadType())),
+		CanonicalName:         in.str(x.GetCanonicalName()),
+		CanonicalRevision:     in.str(x.GetCanonicalRevision()),
 		NativeTunnel:          x.GetNativeTunnel(),
 		AuthorizationPolicies: x.GetAuthorizationPolicies(),
 		Capacity:              1,
@@ -60,7 +60,7 @@ func convertWorkload(x *workloadapi.Workload) (*Workload, error) {
 		w.Capacity = c.GetValue()
 	}
 	if l := x.GetLocality(); l != nil {
-		w.Locality = Locality{Region: l.GetRegion(), Zone: l.GetZone(), Subzone: l.GetSubzone()}
+		w.Locality = Locality{Region: in.str(l.GetRegion()), Zone: in.str(l.GetZone()), Subzone: in.str(l.GetSubzone())}
 	}
 	var err error
 	if len(x.GetAddresses()) > 0 {
@@ -124,7 +124,9 @@ func convertWorkload(x *workloadapi.Workload) (*Workload, error) {
 			}
 			w.Services[key] = ports
 		}
+		w.Services = in.serviceMap(w.Services)
 	}
+	w.Name = in.nameOf(w.UID, w.Name)
 	return w, nil
 }
 
@@ -140,7 +142,7 @@ func workloadType(t workloadapi.WorkloadType) string {
 
 // convertService converts a WDS Service (reference: TryFrom<&XdsService> in state/service.rs).
 // Its endpoints are left empty: NewSnapshot joins them from the workloads.
-func convertService(x *workloadapi.Service) (*Service, error) {
+func convertService(x *workloadapi.Service, in *interner) (*Service, error) {
 	if x == nil {
 		return nil, errors.New("service is empty")
 	}
@@ -149,7 +151,7 @@ func convertService(x *workloadapi.Service) (*Service, error) {
 	}
 	s := &Service{
 		Name:            x.GetName(),
-		Namespace:       x.GetNamespace(),
+		Namespace:       in.str(x.GetNamespace()),
 		Hostname:        x.GetHostname(),
 		SubjectAltNames: x.GetSubjectAltNames(),
 		Canonical:       x.GetCanonical(),
@@ -160,7 +162,7 @@ func convertService(x *workloadapi.Service) (*Service, error) {
 			return nil, fmt.Errorf("addresses[%d]: %w", i, err)
 		}
 		if a.Length == nil || int(a.GetLength()) == ip.BitLen() {
-			s.VIPs = append(s.VIPs, NetworkAddress{Network: a.GetNetwork(), Addr: ip})
+			s.VIPs = append(s.VIPs, NetworkAddress{Network: in.str(a.GetNetwork()), Addr: ip})
 			continue
 		}
 		if a.GetLength() > uint32(ip.BitLen()) {
@@ -172,6 +174,7 @@ func convertService(x *workloadapi.Service) (*Service, error) {
 	if s.Ports, err = convertPorts(x.GetPorts()); err != nil {
 		return nil, fmt.Errorf("ports: %w", err)
 	}
+	s.Ports = in.portMap(s.Ports)
 	if g := x.GetWaypoint(); g != nil {
 		if s.Waypoint, err = convertGateway(g); err != nil {
 			return nil, fmt.Errorf("waypoint: %w", err)

@@ -45,7 +45,7 @@ func fullWorkloadProto() *workloadapi.Workload {
 }
 
 func TestConvertWorkload(t *testing.T) {
-	got, err := convertWorkload(fullWorkloadProto())
+	got, err := convertWorkload(fullWorkloadProto(), newInterner())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestConvertWorkload(t *testing.T) {
 }
 
 func TestConvertWorkloadDefaults(t *testing.T) {
-	got, err := convertWorkload(&workloadapi.Workload{Uid: "u", Namespace: "ns", WorkloadType: 42})
+	got, err := convertWorkload(&workloadapi.Workload{Uid: "u", Namespace: "ns", WorkloadType: 42}, newInterner())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestConvertService(t *testing.T) {
 		}},
 		Visibility: workloadapi.Service_NAMESPACE,
 	}
-	got, err := convertService(x)
+	got, err := convertService(x, newInterner())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestConvertService(t *testing.T) {
 		t.Errorf("convertService (-want +got):\n%s", diff)
 	}
 	x.Visibility = 9 // unknown: fails open to public, like the reference
-	if got, err := convertService(x); err != nil || got.Visibility != "" {
+	if got, err := convertService(x, newInterner()); err != nil || got.Visibility != "" {
 		t.Errorf("unknown visibility: %v, %v; want public", got.Visibility, err)
 	}
 }
@@ -240,7 +240,7 @@ func TestConvertErrors(t *testing.T) {
 			s.WeightedWaypoints = []*workloadapi.WeightedWaypoint{{Weight: 1}}
 		}), "weighted waypoints[0]: no destination"},
 	} {
-		_, _, err := convertAddress(tc.in)
+		_, _, err := convertAddress(tc.in, newInterner())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: convertAddress error = %v, want one containing %q", tc.name, err, tc.want)
 		}

@@ -28,7 +28,7 @@ func FuzzConvertAddress(f *testing.F) {
 		if proto.Unmarshal(data, &a) != nil {
 			return
 		}
-		w, s, err := convertAddress(&a)
+		w, s, err := convertAddress(&a, newInterner())
 		if err != nil {
 			return
 		}

@@ -1,0 +1,115 @@
+package workload
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// bigLocalConfig renders a local config shaped like the benchmark harness's synthetic one
+// (bench/synthetic.go): nWorkloads HBONE workloads over 50 namespaces, 100 nodes and 200
+// service accounts, each an endpoint (80 -> 8080) of service i mod nServices.
+func bigLocalConfig(nWorkloads, nServices int) []byte {
+	var b strings.Builder
+	b.WriteString("workloads:\n")
+	for i := range nWorkloads {
+		ns := fmt.Sprintf("synth-%d", i%50)
+		j := i % nServices
+		sns, host := fmt.Sprintf("synth-%d", j%50), fmt.Sprintf("svc-%d.synth-%d.svc.cluster.local", j, j%50)
+		fmt.Fprintf(&b, `  - uid: Kubernetes//v1/Pod/%s/wl-%d
+    name: wl-%d
+    namespace: %s
+    serviceAccount: sa-%d
+    trustDomain: cluster.local
+    workloadIps:
+      - 10.%d.%d.%d
+    protocol: HBONE
+    node: synth-node-%d
+    network: ""
+    clusterId: Kubernetes
+    status: Healthy
+    services:
+      %s/%s:
+        80: 8080
+`, ns, i, i, ns, i%200, 100+i/65536, (i/256)%256, i%256, i%100, sns, host)
+	}
+	b.WriteString("services:\n")
+	for j := range nServices {
+		fmt.Fprintf(&b, `  - name: svc-%d
+    namespace: synth-%d
+    hostname: svc-%d.synth-%d.svc.cluster.local
+    vips:
+      - /10.97.%d.%d
+    ports:
+      80: 8080
+`, j, j%50, j, j%50, j/256, j%256)
+	}
+	return []byte(b.String())
+}
+
+// fileSourceMem loads data through a FileSource, as the proxy does with LOCAL_XDS_PATH, and
+// returns the heap the source retains (snapshot, published store, last config) and the bytes
+// allocated while loading.
+func fileSourceMem(tb testing.TB, data []byte) (retained, allocated uint64) {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := f.Load(); err != nil {
+		tb.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(f)
+	allocated = after.TotalAlloc - before.TotalAlloc
+	if after.HeapAlloc > before.HeapAlloc {
+		retained = after.HeapAlloc - before.HeapAlloc
+	}
+	return retained, allocated
+}
+
+// TestLocalConfigRetainedHeap logs the heap a FileSource holding a 10k-workload/1k-service
+// config retains, and fails above 16 MiB (about 1.6 KiB per workload): the parsed YAML tree,
+// the raw file or per-entry copies of shared strings being kept would each exceed it.
+func TestLocalConfigRetainedHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 10k-workload config")
+	}
+	data := bigLocalConfig(10000, 1000)
+	retained, allocated := fileSourceMem(t, data)
+	t.Logf("file %.1f MiB; retained %.1f MiB (%d B/workload); allocated while loading %.1f MiB",
+		float64(len(data))/(1<<20), float64(retained)/(1<<20), retained/10000, float64(allocated)/(1<<20))
+	if retained > 10<<20 {
+		t.Errorf("retained heap %d B, want at most 10 MiB", retained)
+	}
+}
+
+// BenchmarkFileSourceLoad loads a 10k-workload/1k-service local config: parse, index,
+// publish. It reports the heap retained afterwards (retained-B).
+func BenchmarkFileSourceLoad(b *testing.B) {
+	data := bigLocalConfig(10000, 1000)
+	retained, _ := fileSourceMem(b, data)
+	path := filepath.Join(b.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if err := f.Load(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(retained), "retained-B") // after the loop: ResetTimer drops metrics
+}
