@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -209,4 +210,70 @@ func killIdent(p procIdent) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("kill process %d: still running", p.pid)
+}
+
+// SweepUnrecorded removes the network namespaces of runs that Cleanup cannot see because their
+// state directory is gone (a test killed by a timeout, whose state root was a temporary
+// directory): every namespace named like a run's ("ztb<id>-…") whose run has no state directory
+// under stateRoot, no process inside any of its namespaces, and namespaces older than a minute.
+// A run started without proxies elsewhere looks the same, so this is for `testbed down -all`,
+// not for automatic use. It returns the run IDs it removed.
+func SweepUnrecorded(ctx context.Context, stateRoot string, logger *slog.Logger) ([]string, error) {
+	return sweepUnrecorded(ctx, stateRoot, logger, time.Minute)
+}
+
+func sweepUnrecorded(ctx context.Context, stateRoot string, logger *slog.Logger, minAge time.Duration) ([]string, error) {
+	stateRoot = cmp.Or(stateRoot, DefaultStateRoot)
+	logger = cmp.Or(logger, slog.Default())
+	names, err := listNetNS("ztb")
+	if err != nil {
+		return nil, err
+	}
+	runs := map[string][]string{}
+	for _, n := range names {
+		id, _, ok := strings.Cut(n, "-")
+		if ok && runIDRE.MatchString(id) {
+			runs[id] = append(runs[id], n)
+		}
+	}
+	ip := ipRunner{log: logger}
+	var removed []string
+	var errs []error
+	for id, nss := range runs {
+		if _, err := os.Stat(filepath.Join(stateRoot, id)); err == nil {
+			continue // recorded: Cleanup's business
+		}
+		if inUse(ctx, nss, minAge) {
+			continue
+		}
+		logger.Info("removing namespaces of an unrecorded run", "run", id, "namespaces", len(nss))
+		slices.SortFunc(nss, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+		var runErrs []error
+		for _, n := range nss {
+			if err := ip.delNetNS(ctx, n); err != nil {
+				runErrs = append(runErrs, fmt.Errorf("run %s: %w", id, err))
+			}
+		}
+		if len(runErrs) == 0 {
+			removed = append(removed, id)
+		}
+		errs = append(errs, runErrs...)
+	}
+	slices.Sort(removed)
+	return removed, errors.Join(errs...)
+}
+
+// inUse reports whether a process runs inside any of the namespaces, or one of them was created
+// less than minAge ago (a run being built).
+func inUse(ctx context.Context, nss []string, minAge time.Duration) bool {
+	for _, n := range nss {
+		if fi, err := os.Stat(netnsPath(n)); err != nil || time.Since(fi.ModTime()) < minAge {
+			return true
+		}
+		out, err := exec.CommandContext(ctx, "ip", "netns", "pids", n).Output()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			return true // cannot tell, or busy: keep it
+		}
+	}
+	return false
 }

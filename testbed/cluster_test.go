@@ -276,3 +276,53 @@ func TestCleanupCrashedRun(t *testing.T) {
 		t.Errorf("live run removed: %v", err)
 	}
 }
+
+// TestSweepUnrecorded: namespaces of a run without a state directory are removed when nothing
+// runs in them; a run with a process inside, and a recorded run, are left alone.
+func TestSweepUnrecorded(t *testing.T) {
+	skipUnlessRoot(t)
+	mk := func(name string) {
+		t.Helper()
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	}
+	exists := func(name string) bool {
+		_, err := os.Stat(netnsPath(name))
+		return err == nil
+	}
+	stateRoot := t.TempDir()
+	mk("ztbf0a1-n1") // orphan
+	mk("ztbf0a1-n1p2")
+	mk("ztbf0a2-n1") // busy: a process runs inside
+	mk("ztbf0a3-n1") // recorded: has a state directory
+	if err := os.Mkdir(filepath.Join(stateRoot, "ztbf0a3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("ip", "netns", "exec", "ztbf0a2-n1", "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	time.Sleep(200 * time.Millisecond) // let it enter the namespace
+
+	removed, err := sweepUnrecorded(context.Background(), stateRoot, testLogger(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0] != "ztbf0a1" {
+		t.Errorf("removed %v, want [ztbf0a1]", removed)
+	}
+	if exists("ztbf0a1-n1") || exists("ztbf0a1-n1p2") {
+		t.Error("the orphan run's namespaces are still there")
+	}
+	if !exists("ztbf0a2-n1") || !exists("ztbf0a3-n1") {
+		t.Error("a busy or recorded run's namespace was removed")
+	}
+	// With the default minimum age, fresh namespaces are kept.
+	mk("ztbf0a4-n1")
+	if removed, _ := SweepUnrecorded(context.Background(), stateRoot, testLogger(t)); len(removed) != 0 {
+		t.Errorf("removed fresh namespaces: %v", removed)
+	}
+}

@@ -4,7 +4,7 @@
 //
 //	testbed [-ztunnel PATH] [-settle D] [-v] demo   run scenario S1 (locality failover); exit 0 only if it passes
 //	testbed [-ztunnel PATH] [-settle D] [-v] up     build the S1 topology and keep it until interrupted
-//	testbed [-v] down                   remove the leftovers of earlier runs whose process is gone
+//	testbed [-v] [-all] down            remove the leftovers of earlier runs whose process is gone
 //
 // -ztunnel defaults to "ztunnel" in PATH. Needs root.
 package main
@@ -26,6 +26,7 @@ import (
 func main() {
 	ztunnel := flag.String("ztunnel", "", `path of the proxy binary (default: "ztunnel" in PATH)`)
 	verbose := flag.Bool("v", false, "debug logging (every ip command)")
+	all := flag.Bool("all", false, "with down: also remove the namespaces of runs that left no state directory\n(e.g. tests killed by a timeout) when no process runs in them")
 	settle := flag.Duration("settle", 0, "after a config change, wait this `duration` instead of watching the proxy logs\nfor msg=\"local config loaded\" sha256=... (for proxies that do not log it)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags] demo|up|down\n", os.Args[0])
@@ -53,18 +54,23 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, command, testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}); err != nil {
+	if err := run(ctx, command, testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}, *all); err != nil {
 		fmt.Fprintln(os.Stderr, "testbed:", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cmd string, cfg testbed.Config) error {
+func run(ctx context.Context, cmd string, cfg testbed.Config, sweep bool) error {
 	switch cmd {
 	case "down":
 		removed, err := testbed.Cleanup(ctx, "", cfg.Logger)
 		fmt.Printf("removed %d run(s) %v\n", len(removed), removed)
+		if err != nil || !sweep {
+			return err
+		}
+		removed, err = testbed.SweepUnrecorded(ctx, "", cfg.Logger)
+		fmt.Printf("removed the namespaces of %d unrecorded run(s) %v\n", len(removed), removed)
 		return err
 	case "demo", "up":
 	default:
