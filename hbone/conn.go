@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -64,7 +63,7 @@ type conn struct {
 	log           *slog.Logger
 	rfr           *http2.Framer // read loop only
 	wfr           *http2.Framer // writer role only
-	bw            *bufio.Writer // writer role only
+	bw            *pooledWriter // writer role only; holds a buffer only between a write and its flush
 	henc          *hpack.Encoder
 	hbuf          bytes.Buffer // writer role only: henc's output
 	wdeadline     time.Time    // writer role only: the write deadline last set on nc
@@ -144,7 +143,7 @@ func newConn(parent context.Context, r role, nc net.Conn, cfg Config, maxHeaderL
 	c.rfr.SetMaxReadFrameSize(cfg.MaxFrameSize)
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.MaxHeaderListSize = maxHeaderList
-	c.bw = bufio.NewWriterSize(nc, writeBufferSize)
+	c.bw = &pooledWriter{w: nc}
 	c.wfr = http2.NewFramer(c.bw, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 

@@ -24,7 +24,7 @@ type Stream struct {
 	c  *conn
 	id uint32
 
-	rdl, wdl  *deadline
+	rdl, wdl  lazyDeadline  // created by the first Set*Deadline with a non-zero time
 	readWake  chan struct{} // 1-buffered: data arrived, or the read side ended
 	sendWake  chan struct{} // 1-buffered: send window grew, or the stream ended
 	closed    chan struct{} // closed by Close
@@ -66,8 +66,6 @@ func newStream(c *conn, id uint32) *Stream {
 	return &Stream{
 		c:        c,
 		id:       id,
-		rdl:      newDeadline(),
-		wdl:      newDeadline(),
 		readWake: make(chan struct{}, 1),
 		sendWake: make(chan struct{}, 1),
 		closed:   make(chan struct{}),
@@ -80,7 +78,7 @@ func newStream(c *conn, id uint32) *Stream {
 func (s *Stream) Read(p []byte) (int, error) {
 	c := s.c
 	for {
-		if s.rdl.expired() {
+		if s.rdl.get().expired() {
 			return 0, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -101,7 +99,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		select {
 		case <-s.readWake:
-		case <-s.rdl.wait():
+		case <-s.rdl.get().wait():
 		case <-s.closed:
 		}
 	}
@@ -163,7 +161,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 func (s *Stream) takeCredit(max int) (int, error) {
 	c := s.c
 	for {
-		if s.wdl.expired() {
+		if s.wdl.get().expired() {
 			return 0, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -183,7 +181,7 @@ func (s *Stream) takeCredit(max int) (int, error) {
 		c.mu.Unlock()
 		select {
 		case <-s.sendWake:
-		case <-s.wdl.wait():
+		case <-s.wdl.get().wait():
 		case <-s.closed:
 		}
 	}
@@ -228,13 +226,9 @@ func (s *Stream) sendData(p []byte) error {
 		return <-s.wdone
 	}
 
-	select {
-	case err := <-s.wdone:
+	answered, err := s.waitWritten()
+	if answered {
 		return err
-	case <-s.wdl.wait():
-		err = os.ErrDeadlineExceeded
-	case <-s.closed:
-		err = net.ErrClosed
 	}
 	c.mu.Lock()
 	withdrawn := c.withdrawLocked(&s.witem)
@@ -247,6 +241,25 @@ func (s *Stream) sendData(p []byte) error {
 	}
 	// The writer has the item: it answers promptly (socket writes are bounded by a deadline).
 	return <-s.wdone
+}
+
+// waitWritten waits for the queued item's result (answered), the write deadline or Close. On the
+// latter two it returns os.ErrDeadlineExceeded or net.ErrClosed with the item maybe still queued: the
+// caller withdraws it then.
+func (s *Stream) waitWritten() (answered bool, err error) {
+	for {
+		select {
+		case err := <-s.wdone:
+			return true, err
+		case <-s.wdl.get().wait():
+			return false, os.ErrDeadlineExceeded
+		case <-s.closed:
+			return false, net.ErrClosed
+		case <-s.sendWake:
+			// The window grew (takeCredit re-checks it anyway) or a write deadline was just created:
+			// wait again, with its channel.
+		}
+	}
 }
 
 func (s *Stream) giveBackLocked(n int) {
@@ -306,21 +319,37 @@ func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
 
 // SetDeadline sets both the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.rdl.set(t)
-	s.wdl.set(t)
+	s.setReadDeadline(t)
+	s.setWriteDeadline(t)
 	return nil
 }
 
 // SetReadDeadline sets the read deadline; Read then fails with os.ErrDeadlineExceeded.
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.rdl.set(t)
+	s.setReadDeadline(t)
 	return nil
 }
 
 // SetWriteDeadline sets the write deadline; Write then fails with os.ErrDeadlineExceeded.
 func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.wdl.set(t)
+	s.setWriteDeadline(t)
 	return nil
+}
+
+// setReadDeadline sets the read deadline. A reader blocked before the deadline object existed waits on
+// a nil channel for it: wake it so it re-checks (spurious wake-ups are harmless, Read and WriteTo loop).
+func (s *Stream) setReadDeadline(t time.Time) {
+	if s.rdl.set(t) {
+		notify(s.readWake)
+	}
+}
+
+// setWriteDeadline sets the write deadline, waking a writer blocked before the deadline object existed
+// (takeCredit and sendData both also wait on sendWake and re-check).
+func (s *Stream) setWriteDeadline(t time.Time) {
+	if s.wdl.set(t) {
+		notify(s.sendWake)
+	}
 }
 
 var _ net.Conn = (*Stream)(nil)

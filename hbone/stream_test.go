@@ -408,3 +408,52 @@ func TestWriteToDeadline(t *testing.T) {
 		t.Errorf("WriteTo returned after %s, want about 100ms", d)
 	}
 }
+
+// TestDeadlineSetWhileBlocked checks that a deadline set for the first time (the stream creates its
+// deadline state lazily) still unblocks a Read and a Write that were already waiting without one.
+func TestDeadlineSetWhileBlocked(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	release := make(chan struct{})
+	srv := &Server{TLSConfig: pki.server, Config: Config{StreamWindow: 65535},
+		Handler: HandlerFunc(func(ctx context.Context, r *Request) {
+			s, err := r.Accept(nil)
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			<-release // read and write nothing
+		})}
+	addr := startServer(t, srv)
+	defer close(release)
+	pool, _ := testPool(t, pki, PoolConfig{})
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	readDone := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 10))
+		readDone <- err
+	}()
+	writeDone := make(chan error, 1)
+	go func() {
+		_, err := s.Write(make([]byte, 1<<20)) // blocks once the 65535-byte window is used up
+		writeDone <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	for name, ch := range map[string]chan error{"Read": readDone, "Write": writeDone} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s = %v, want deadline exceeded", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked 5s after its deadline was set", name)
+		}
+	}
+}

@@ -37,7 +37,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 		total += s.sinkN
 		s.sinkN = 0
-		if s.rdl.expired() {
+		if s.rdl.get().expired() {
 			c.mu.Unlock()
 			return total, os.ErrDeadlineExceeded
 		}
@@ -72,7 +72,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 		select {
 		case <-s.readWake:
-		case <-s.rdl.wait():
+		case <-s.rdl.get().wait():
 		case <-s.closed:
 		}
 	}

@@ -20,34 +20,64 @@ import (
 // 200 → splice. Status codes as the reference (ztunnel-behavior.md §2.2): 400 for a bad
 // target, 401 when a policy denies, 503 when the application cannot be reached or the port is
 // a proxy port. The connection stays subject to policy changes while it is open.
+//
+// It stays blocked in splice for the life of the tunnel, so its own frame is kept small (issue 5:
+// the stack of an idle connection): setup and failure paths live in separate, non-inlined functions.
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
-	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
-		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
-	var peer *certs.Identity
-	if id, err := certs.PeerIdentity(r.TLS); err == nil {
-		peer = &id
-		ci.SrcIdentity = id.String()
-	}
+	ci, peer := newInboundHBONEInfo(r)
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
 	defer pod.conns.track(tc)()
 
+	st, up := pod.acceptInbound(ctx, r, ci, tc, peer)
+	if st == nil {
+		return
+	}
+	pod.spliceAndFinish(connCtx, ci, st, up)
+}
+
+// newInboundHBONEInfo starts the record of an inbound HBONE connection and returns the client's
+// verified identity, nil if its certificate has none.
+//
+//go:noinline
+func newInboundHBONEInfo(r *hbone.Request) (*connInfo, *certs.Identity) {
+	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
+		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
+	id, err := certs.PeerIdentity(r.TLS)
+	if err != nil {
+		return ci, nil
+	}
+	ci.SrcIdentity = id.String()
+	return ci, &id
+}
+
+// acceptInbound connects to the application and accepts the tunnel, or rejects it and records
+// the failure: then it returns a nil stream. On success the connection is published in tc.
+//
+//go:noinline
+func (pod *podProxy) acceptInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (*hbone.Stream, net.Conn) {
 	code, up, err := pod.connectInbound(ctx, r, ci, tc, peer)
 	if err != nil {
 		r.Reject(code, err.Error())
 		pod.finish(ci, spliceResult{}, err)
-		return
+		return nil, nil
 	}
 	st, err := r.Accept(nil)
 	if err != nil {
 		up.Close()
 		pod.finish(ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
-		return
+		return nil, nil
 	}
 	pod.conns.set(tc, ci.view())
-	res := splice(connCtx, st, up)
-	pod.finish(ci, res, nil)
+	return st, up
+}
+
+// spliceAndFinish splices an established connection and records its end.
+//
+//go:noinline
+func (pod *podProxy) spliceAndFinish(ctx context.Context, ci *connInfo, down, up net.Conn) {
+	pod.finish(ci, splice(ctx, down, up), nil)
 }
 
 func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (int, net.Conn, error) {
@@ -109,7 +139,7 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 // 15006: the original destination is the pod itself. There is no peer identity, so only
 // policies that allow unauthenticated clients let it through.
 func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
-	ci := &connInfo{Direction: "inbound", Protocol: "TCP", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	ci := newConnInfo("inbound", "TCP", c)
 	defer pod.socketOpened(reporterDestination)()
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
@@ -118,13 +148,33 @@ func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 
 	up, err := pod.connectPlaintext(c, ci, tc)
 	if err != nil {
-		resetClose(c)
-		pod.finish(ci, spliceResult{}, err)
+		pod.refuse(c, ci, err)
 		return
 	}
+	pod.publish(tc, ci)
+	pod.spliceAndFinish(connCtx, ci, c, up)
+}
+
+// newConnInfo starts the record of a connection accepted from a redirected socket c.
+//
+//go:noinline
+func newConnInfo(direction, protocol string, c net.Conn) *connInfo {
+	return &connInfo{Direction: direction, Protocol: protocol, Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+}
+
+// refuse resets c and records why it was not proxied.
+//
+//go:noinline
+func (pod *podProxy) refuse(c net.Conn, ci *connInfo, err error) {
+	resetClose(c)
+	pod.finish(ci, spliceResult{}, err)
+}
+
+// publish makes an established connection visible to the connection tracker (config dump).
+//
+//go:noinline
+func (pod *podProxy) publish(tc *trackedConn, ci *connInfo) {
 	pod.conns.set(tc, ci.view())
-	res := splice(connCtx, c, up)
-	pod.finish(ci, res, nil)
 }
 
 func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, tc *trackedConn) (net.Conn, error) {

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect"
@@ -20,8 +19,11 @@ import (
 //	redirected socket → original destination → source workload → destination lookup
 //	(service VIP → endpoint selection, or workload IP, or unknown → passthrough)
 //	→ HBONE tunnel from the pool (or plain TCP) → splice.
+//
+// It stays blocked in splice for the life of the connection, so its own frame is kept small
+// (issue 5: the stack of an idle connection); see serveHBONE.
 func (pod *podProxy) handleOutbound(c net.Conn) {
-	ci := &connInfo{Direction: "outbound", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	ci := newConnInfo("outbound", "", c)
 	defer pod.socketOpened(reporterSource)()
 	connCtx, cancel := context.WithCancelCause(pod.ctx)
 	defer cancel(nil)
@@ -30,13 +32,11 @@ func (pod *podProxy) handleOutbound(c net.Conn) {
 
 	up, err := pod.connectOutbound(c, ci)
 	if err != nil {
-		resetClose(c)
-		pod.finish(ci, spliceResult{}, err)
+		pod.refuse(c, ci, err)
 		return
 	}
-	pod.conns.set(tc, ci.view())
-	res := splice(connCtx, c, up)
-	pod.finish(ci, res, nil)
+	pod.publish(tc, ci)
+	pod.spliceAndFinish(connCtx, ci, c, up)
 }
 
 // connectOutbound resolves where c should go and opens the upstream connection.
