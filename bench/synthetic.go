@@ -19,37 +19,6 @@ const (
 	synthNodes        = 100 // ... and over this many (nonexistent) nodes
 )
 
-// The structs below mirror the part of the proxy's local config schema (camelCase keys, see
-// shared/reference/ztunnel-behavior.md §5) the synthetic config uses.
-
-type synthWorkload struct {
-	UID            string                       `yaml:"uid"`
-	Name           string                       `yaml:"name"`
-	Namespace      string                       `yaml:"namespace"`
-	ServiceAccount string                       `yaml:"serviceAccount"`
-	TrustDomain    string                       `yaml:"trustDomain"`
-	WorkloadIPs    []string                     `yaml:"workloadIps"`
-	Protocol       string                       `yaml:"protocol"`
-	Node           string                       `yaml:"node"`
-	Network        string                       `yaml:"network"`
-	ClusterID      string                       `yaml:"clusterId"`
-	Status         string                       `yaml:"status"`
-	Services       map[string]map[uint16]uint16 `yaml:"services"`
-}
-
-type synthService struct {
-	Name      string            `yaml:"name"`
-	Namespace string            `yaml:"namespace"`
-	Hostname  string            `yaml:"hostname"`
-	VIPs      []string          `yaml:"vips"`
-	Ports     map[uint16]uint16 `yaml:"ports"`
-}
-
-type synthConfig struct {
-	Workloads []synthWorkload `yaml:"workloads"`
-	Services  []synthService  `yaml:"services"`
-}
-
 // synthIP returns the i-th address (from 0) of base, counting across octets.
 func synthIP(base netip.Addr, i int) netip.Addr {
 	b := base.As4()
@@ -68,7 +37,7 @@ func syntheticConfig(workloads, services int) ([]byte, error) {
 	}
 	wlBase := netip.MustParseAddr("10.100.0.1")
 	vipBase := netip.MustParseAddr("10.97.0.1")
-	cfg := synthConfig{Workloads: make([]synthWorkload, 0, workloads), Services: make([]synthService, 0, services)}
+	cfg := testbed.LocalConfig{Workloads: make([]testbed.LocalWorkload, 0, workloads), Services: make([]testbed.LocalService, 0, services)}
 	svcKey := func(j int) (ns, name, host string) {
 		ns = fmt.Sprintf("synth-%d", j%synthNamespaces)
 		name = fmt.Sprintf("svc-%d", j)
@@ -76,14 +45,14 @@ func syntheticConfig(workloads, services int) ([]byte, error) {
 	}
 	for j := range services {
 		ns, name, host := svcKey(j)
-		cfg.Services = append(cfg.Services, synthService{Name: name, Namespace: ns, Hostname: host,
+		cfg.Services = append(cfg.Services, testbed.LocalService{Name: name, Namespace: ns, Hostname: host,
 			VIPs: []string{"/" + synthIP(vipBase, j).String()}, Ports: map[uint16]uint16{80: 8080}})
 	}
 	for i := range workloads {
 		ns := fmt.Sprintf("synth-%d", i%synthNamespaces)
 		name := fmt.Sprintf("wl-%d", i)
 		sns, _, host := svcKey(i % services)
-		cfg.Workloads = append(cfg.Workloads, synthWorkload{
+		cfg.Workloads = append(cfg.Workloads, testbed.LocalWorkload{
 			UID:  testbed.DefaultClusterID + "//v1/Pod/" + ns + "/" + name,
 			Name: name, Namespace: ns, ServiceAccount: fmt.Sprintf("sa-%d", i%200), TrustDomain: testbed.TrustDomain,
 			WorkloadIPs: []string{synthIP(wlBase, i).String()}, Protocol: "HBONE",

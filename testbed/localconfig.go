@@ -16,16 +16,20 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The private structs below mirror the proxy's local config schema (LOCAL_XDS_PATH; camelCase keys,
-// see shared/reference/ztunnel-behavior.md §5). Only the fields the testbed sets are declared.
+// The structs below mirror the proxy's local config schema (LOCAL_XDS_PATH; camelCase keys, see
+// shared/reference/ztunnel-behavior.md §5). Only the fields the testbed sets are declared. They
+// are exported for tools that generate extra config (the bench's synthetic workloads, merged with
+// WriteConfigExtra); the proxy's own parser is workload.ParseLocalConfig.
 
-type localConfig struct {
-	Workloads []localWorkload `yaml:"workloads"`
-	Services  []localService  `yaml:"services"`
+// LocalConfig is a local config file.
+type LocalConfig struct {
+	Workloads []LocalWorkload `yaml:"workloads"`
+	Services  []LocalService  `yaml:"services"`
 	Policies  []localPolicy   `yaml:"policies,omitempty"`
 }
 
-type localWorkload struct {
+// LocalWorkload is one entry of LocalConfig.Workloads.
+type LocalWorkload struct {
 	UID               string                       `yaml:"uid"`
 	Name              string                       `yaml:"name"`
 	Namespace         string                       `yaml:"namespace"`
@@ -50,7 +54,8 @@ type localLocality struct {
 	Subzone string `yaml:"subzone"`
 }
 
-type localService struct {
+// LocalService is one entry of LocalConfig.Services.
+type LocalService struct {
 	Name         string            `yaml:"name"`
 	Namespace    string            `yaml:"namespace"`
 	Hostname     string            `yaml:"hostname"`
@@ -133,12 +138,12 @@ func (s serviceRecord) Hostname() string {
 // distinct node networks: each service VIP is published on every one of them. The output is
 // deterministic.
 func renderConfig(pods []podRecord, services []serviceRecord, policies []policyRecord, networks []string) ([]byte, error) {
-	cfg := localConfig{Workloads: []localWorkload{}, Services: []localService{}}
+	cfg := LocalConfig{Workloads: []LocalWorkload{}, Services: []LocalService{}}
 	for _, p := range pods {
 		if p.OmitFromConfig {
 			continue
 		}
-		w := localWorkload{
+		w := LocalWorkload{
 			UID:               p.UID(),
 			Name:              p.Name,
 			Namespace:         p.Namespace,
@@ -161,12 +166,12 @@ func renderConfig(pods []podRecord, services []serviceRecord, policies []policyR
 		}
 		cfg.Workloads = append(cfg.Workloads, w)
 	}
-	slices.SortFunc(cfg.Workloads, func(a, b localWorkload) int {
+	slices.SortFunc(cfg.Workloads, func(a, b LocalWorkload) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	nets := distinctNetworks(networks)
 	for _, s := range services {
-		ls := localService{
+		ls := LocalService{
 			Name:      s.Name,
 			Namespace: s.Namespace,
 			Hostname:  s.Hostname(),
@@ -183,7 +188,7 @@ func renderConfig(pods []podRecord, services []serviceRecord, policies []policyR
 		}
 		cfg.Services = append(cfg.Services, ls)
 	}
-	slices.SortFunc(cfg.Services, func(a, b localService) int {
+	slices.SortFunc(cfg.Services, func(a, b LocalService) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	cfg.Policies = renderPolicies(policies)
