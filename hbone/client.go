@@ -44,14 +44,6 @@ func (c *conn) tryReserve(limit int) bool {
 	return true
 }
 
-// unreserve drops a reservation taken with tryReserve.
-func (c *conn) unreserve() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.reserved--
-	c.streamsChangedLocked()
-}
-
 // openStream uses a reservation to send a CONNECT request with the given header block and waits for the
 // response. A 200 returns the tunnel; another status returns *StatusError.
 func (c *conn) openStream(ctx context.Context, fields []hpack.HeaderField) (*Stream, error) {

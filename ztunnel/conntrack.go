@@ -114,11 +114,9 @@ func (t *connTracker) reauthorize(snap *workload.Snapshot) int {
 	return closed
 }
 
-// closeAll ends every connection with cause (forced drain).
-func (t *connTracker) closeAll(cause error) {
+// count is the number of live connections.
+func (t *connTracker) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for tc := range t.conns {
-		tc.cancel(cause)
-	}
+	return len(t.conns)
 }

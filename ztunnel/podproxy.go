@@ -199,7 +199,7 @@ func (pod *podProxy) drain(ctx context.Context) {
 	select {
 	case <-handlersDone:
 	case <-ctx.Done():
-		n := len(pod.conns.views())
+		n := pod.conns.count()
 		pod.log.Warn("drain deadline reached: closing remaining connections", "open", n)
 		pod.cancel(errDrainDeadline)
 		pod.hboneSrv.Close()

@@ -3,7 +3,6 @@ package ztunnel
 import (
 	"context"
 	"errors"
-	"sort"
 	"sync"
 	"time"
 
@@ -188,17 +187,6 @@ func (m *podManager) drainAll(ctx context.Context) {
 		wg.Go(func() { pod.drain(ctx) })
 	}
 	wg.Wait()
-}
-
-func (m *podManager) uids() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]string, 0, len(m.pods))
-	for uid := range m.pods {
-		out = append(out, uid)
-	}
-	sort.Strings(out)
-	return out
 }
 
 var (
