@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine:
-# iproute2 (ip), iptables (nf_tables backend), nftables, util-linux (nsenter).
+# iproute2 (ip), iptables (nf_tables backend), nftables, util-linux (nsenter), curl (used in the
+# commands `testbed up` and the README's Debugging section suggest).
 # Go itself must already be installed (go 1.26+).
 set -euo pipefail
 
@@ -10,7 +11,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in ip:iproute2 iptables:iptables iptables-restore:iptables nft:nftables nsenter:util-linux; do
+for tool in ip:iproute2 iptables:iptables iptables-restore:iptables nft:nftables nsenter:util-linux curl:curl; do
   cmd=${tool%%:*} pkg=${tool##*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
