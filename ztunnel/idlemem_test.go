@@ -38,6 +38,22 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 }
 
+// BenchmarkIdleConnMemoryParked is BenchmarkIdleConnMemory with spliceAsync and the idle poller,
+// as the proxy runs: the figure is taken once every copy is parked.
+func BenchmarkIdleConnMemoryParked(b *testing.B) {
+	idle, err := newIdlePoller(100 * time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer idle.close()
+	for b.Loop() {
+		ends := measureHeldConnsWith(b, idleMemConns, false, nil)
+		mesh := measureHeldConnsWith(b, idleMemConns, true, idle)
+		b.ReportMetric(float64(mesh.bytes-ends.bytes)/idleMemConns/2, "B/conn/proxy")
+		b.ReportMetric(float64(mesh.goroutines-ends.goroutines)/idleMemConns/2, "goroutines/conn/proxy")
+	}
+}
+
 // TestIdleConnMemoryHarness checks that the harness really carries bytes both ways through
 // both proxies, so the benchmark measures live tunnels.
 func TestIdleConnMemoryHarness(t *testing.T) {
@@ -52,6 +68,12 @@ type memSample struct {
 // measureHeldConns opens n connections to an application listener, through the two proxies
 // if mesh is set, checks each carries one byte both ways, and measures what they hold.
 func measureHeldConns(tb testing.TB, n int, mesh bool) memSample {
+	return measureHeldConnsWith(tb, n, mesh, nil)
+}
+
+// measureHeldConnsWith is measureHeldConns with the proxies parking idle copies in idle (if not
+// nil); the connections are measured once all their copies are parked.
+func measureHeldConnsWith(tb testing.TB, n int, mesh bool, idle *idlePoller) memSample {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 
@@ -73,7 +95,7 @@ func measureHeldConns(tb testing.TB, n int, mesh bool) memSample {
 	target := app.Addr().String()
 	var stop func()
 	if mesh {
-		target, stop = startIdleMesh(tb, ctx, target)
+		target, stop = startIdleMeshWith(tb, ctx, target, idle, nil)
 		defer stop()
 	}
 
@@ -118,6 +140,14 @@ func measureHeldConns(tb testing.TB, n int, mesh bool) memSample {
 			tb.Fatalf("client read %q, %v", one[:], err)
 		}
 	}
+	if idle != nil && mesh {
+		for deadline := time.Now().Add(30 * time.Second); idle.numParked() < 2*n; {
+			if time.Now().After(deadline) {
+				tb.Fatalf("%d of %d copies parked", idle.numParked(), 2*n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	after := memInUse()
 	return memSample{bytes: after - before, goroutines: runtime.NumGoroutine() - g0}
 }
@@ -134,6 +164,28 @@ func memInUse() int64 {
 // startIdleMesh starts proxy B (HBONE server → appAddr) and proxy A (TCP listener → HBONE
 // pool → B) and returns A's address.
 func startIdleMesh(tb testing.TB, ctx context.Context, appAddr string) (string, func()) {
+	return startIdleMeshWith(tb, ctx, appAddr, nil, nil)
+}
+
+// startIdleMeshWith is startIdleMesh with both proxies splicing through spliceAsync with the
+// idle poller idle when it is not nil, reporting each ended splice to ended (if not nil).
+func startIdleMeshWith(tb testing.TB, ctx context.Context, appAddr string, idle *idlePoller, ended func(spliceResult)) (string, func()) {
+	doSplice := func(ctx context.Context, down, up net.Conn, done func()) {
+		if idle == nil {
+			res := splice(ctx, down, up)
+			if ended != nil {
+				ended(res)
+			}
+			done()
+			return
+		}
+		spliceAsync(ctx, down, up, idle, func(res spliceResult) {
+			if ended != nil {
+				ended(res)
+			}
+			done()
+		})
+	}
 	cert := selfSignedCert(tb)
 	var conns connTracker
 	track := func() (context.Context, func()) {
@@ -148,19 +200,20 @@ func startIdleMesh(tb testing.TB, ctx context.Context, appAddr string) (string, 
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAnyClientCert},
 		Handler: hbone.HandlerFunc(func(_ context.Context, r *hbone.Request) {
 			connCtx, done := track()
-			defer done()
 			var d net.Dialer
 			up, err := d.DialContext(connCtx, "tcp", appAddr)
 			if err != nil {
 				r.Reject(503, err.Error())
+				done()
 				return
 			}
 			st, err := r.Accept(nil)
 			if err != nil {
 				up.Close()
+				done()
 				return
 			}
-			splice(connCtx, st, up)
+			doSplice(connCtx, st, up, done)
 		}),
 	}
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -192,15 +245,15 @@ func startIdleMesh(tb testing.TB, ctx context.Context, appAddr string) (string, 
 			}
 			go func() {
 				connCtx, done := track()
-				defer done()
 				cctx, cancel := context.WithTimeout(connCtx, 10*time.Second)
 				st, err := pool.Connect(cctx, key, appAddr, nil)
 				cancel()
 				if err != nil {
 					resetClose(c)
+					done()
 					return
 				}
-				splice(connCtx, c, st)
+				doSplice(connCtx, c, st, done)
 			}()
 		}
 	}()

@@ -1,0 +1,185 @@
+package ztunnel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ztunnel-go/ztunnel/hbone"
+)
+
+// idleAfter is the default for how long a TCP socket feeding an HBONE stream must stay silent before its copy
+// parks in the idle poller and gives up its goroutine. Short enough that connections held open
+// by pools and keep-alives cost no stack, long enough that a busy request/response connection
+// never pays the hand-over (one epoll_ctl(2) to park, one goroutine start to wake).
+const idleAfter = 2 * time.Second
+
+// spliceAsync is splice without holding the caller's goroutine for the life of the connection:
+// it returns once the connection has gone idle (or ended), and done is called exactly once, on
+// whichever goroutine ends the last direction, after both connections are closed.
+//
+// With an HBONE stream on one side, the stream→TCP direction runs without a goroutine while idle
+// (Stream.WriteToAsync) and the TCP→stream direction runs on the caller's goroutine until the
+// socket has been silent for idleAfter; then it parks in idle and the goroutine is released.
+// When the socket becomes readable again the copy resumes on a new goroutine. An idle tunnel
+// thus holds no goroutine at all. With idle nil, or for TCP to TCP (splice(2) both ways), the
+// copies block as splice's do and spliceAsync returns only when the connection has ended.
+func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idlePoller, done func(spliceResult)) {
+	a := &asyncSplice{ctx: ctx, down: downstream, up: upstream, idle: idle, done: done}
+	a.pending.Store(2)
+	a.stop = context.AfterFunc(ctx, a.abort)
+
+	if st, ok := upstream.(*hbone.Stream); ok && isTCP(downstream) {
+		// Outbound: the client's bytes go up the stream, the stream's come back to the client.
+		st.WriteToAsync(downstream.(*net.TCPConn), func(n int64, err error) {
+			a.sent.Store(n)
+			a.dirDone(endHalf(downstream, n, err))
+		})
+		a.parkable(upstream, downstream.(*net.TCPConn), &a.received)
+		return
+	}
+	if st, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
+		// Inbound: the stream's bytes go to the application, the application's back up the stream.
+		st.WriteToAsync(upstream.(*net.TCPConn), func(n int64, err error) {
+			a.received.Store(n)
+			a.dirDone(endHalf(upstream, n, err))
+		})
+		a.parkable(downstream, upstream.(*net.TCPConn), &a.sent)
+		return
+	}
+	go func() {
+		n, err := copyHalf(downstream, upstream)
+		a.sent.Store(n)
+		a.dirDone(n, err)
+	}()
+	n, err := copyHalf(upstream, downstream)
+	a.received.Store(n)
+	a.dirDone(n, err)
+}
+
+// asyncSplice is the state of one spliceAsync.
+type asyncSplice struct {
+	ctx      context.Context
+	down, up net.Conn
+	idle     *idlePoller
+	done     func(spliceResult)
+	stop     func() bool // unregisters abort from ctx
+
+	received, sent atomic.Int64 // final byte counts, stored before the direction's dirDone
+	pending        atomic.Int32 // directions still running
+
+	mu        sync.Mutex
+	errs      []error       // the directions' failures; guarded by mu
+	aborted   bool          // both connections are being closed; guarded by mu
+	unpark    func() bool   // withdraws the parked copy, nil unless parked; guarded by mu
+	parkedN   int64         // bytes the parked copy had moved; guarded by mu
+	parkedCnt *atomic.Int64 // where the parked copy's count goes; guarded by mu
+	closeOnce sync.Once
+}
+
+// parkable copies src to dst (a stream) on the calling goroutine, counting into count, until src
+// ends or fails; after idleAfter of silence it parks the copy and returns (see spliceAsync).
+func (a *asyncSplice) parkable(dst net.Conn, src *net.TCPConn, count *atomic.Int64) {
+	a.resume(dst, src, count, 0)
+}
+
+func (a *asyncSplice) resume(dst net.Conn, src *net.TCPConn, count *atomic.Int64, total int64) {
+	armed := a.idle != nil
+	for {
+		if armed {
+			if err := src.SetReadDeadline(time.Now().Add(a.idle.after)); err != nil {
+				armed = false // closed: the copy below sees it
+			}
+		}
+		n, err := copyHalf(dst, src)
+		total += n
+		if !armed || !errors.Is(err, os.ErrDeadlineExceeded) {
+			count.Store(total)
+			a.dirDone(total, err)
+			return
+		}
+		if n > 0 {
+			continue // still busy: watch another period
+		}
+		_ = src.SetReadDeadline(time.Time{})
+		parked, perr := a.park(dst, src, count, total)
+		if parked {
+			return
+		}
+		if perr != nil {
+			armed = false // no poller (shutting down): wait on this goroutine
+		}
+	}
+}
+
+// park hands the silent copy to the idle poller. It reports false if the splice is being
+// aborted (then the copy, run once more, finds its connections closed) or parking failed (err).
+func (a *asyncSplice) park(dst net.Conn, src *net.TCPConn, count *atomic.Int64, total int64) (bool, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.aborted {
+		return false, nil
+	}
+	unpark, err := a.idle.park(rc, func() {
+		a.mu.Lock()
+		a.unpark = nil
+		a.mu.Unlock()
+		a.resume(dst, src, count, total)
+	})
+	if err != nil {
+		return false, err
+	}
+	a.unpark, a.parkedN, a.parkedCnt = unpark, total, count
+	return true, nil
+}
+
+// abort closes both connections, ending both directions (the first call only). A parked copy is
+// ended here, as its socket will never wake it.
+func (a *asyncSplice) abort() {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		a.aborted = true
+		unpark, n, count := a.unpark, a.parkedN, a.parkedCnt
+		a.unpark = nil
+		a.mu.Unlock()
+		a.down.Close()
+		a.up.Close()
+		if unpark != nil && unpark() {
+			count.Store(n)
+			a.dirDone(n, net.ErrClosed)
+		}
+	})
+}
+
+// dirDone records the end of one direction; a failure aborts the splice. The last direction to
+// end closes both connections and reports the result.
+func (a *asyncSplice) dirDone(_ int64, err error) {
+	if err != nil && !benign(err) {
+		a.mu.Lock()
+		a.errs = append(a.errs, err)
+		a.mu.Unlock()
+		a.abort()
+	}
+	if a.pending.Add(-1) != 0 {
+		return
+	}
+	a.stop()
+	a.abort()
+	res := spliceResult{Received: a.received.Load(), Sent: a.sent.Load()}
+	if a.ctx.Err() != nil {
+		res.Err = context.Cause(a.ctx)
+	} else {
+		a.mu.Lock()
+		res.Err = errors.Join(a.errs...)
+		a.mu.Unlock()
+	}
+	a.done(res)
+}
