@@ -171,7 +171,7 @@ func (f *FileSource) remember(stamp fileStamp) {
 // content is not parsed again.
 func (f *FileSource) apply(data []byte) error {
 	f.hash, f.hasHash = sha256.Sum256(data), true
-	cfg, err := ParseLocalConfig(f.Path, data)
+	cfg, err := parseLocalConfig(f.Path, data) // without Raw: the admin dump needs only the entries
 	if err != nil {
 		return err
 	}
@@ -180,7 +180,6 @@ func (f *FileSource) apply(data []byte) error {
 		return fmt.Errorf("%s: %w", f.Path, err)
 	}
 	f.goodHash = f.hash
-	cfg.Raw = nil // the admin dump needs only the parsed entries; don't hold the file twice
 	f.last.Store(cfg)
 	f.Store.Replace(snap)
 	return nil

@@ -9,10 +9,11 @@ import (
 // snapshot of N workloads holds one copy of each namespace, node, trust domain, service
 // account, network, cluster id, service key and port mapping instead of N. It is used by one
 // goroutine and lives only while its input is decoded; nothing it hands out is modified
-// afterwards (snapshot contents are immutable), which is what makes sharing safe.
+// afterwards (snapshot contents are immutable), which is what makes sharing safe. The maps
+// passed to it are never retained, so callers may reuse them as scratch space.
 //
-// The zero value is not usable; use newInterner. A nil *interner shares nothing: its methods
-// return their argument.
+// The zero value is not usable; use newInterner or newCopyingInterner. A nil *interner shares
+// nothing: its methods return their argument.
 type interner struct {
 	strs     map[string]string
 	ports    map[string]map[uint16]uint16            // canonical encoding -> shared port map
@@ -20,6 +21,11 @@ type interner struct {
 	buf      []byte                                  // scratch for port map encodings
 	sbuf     []byte                                  // scratch for services map encodings
 	keys     []string                                // scratch for sorting service keys
+
+	// Set by newCopyingInterner: new strings are copied into blocks of arena, so that the
+	// strings a snapshot keeps sit together instead of pinning the memory of the (much
+	// larger) parse they came from. Nil: strings are kept as passed.
+	arena *stringArena
 }
 
 func newInterner() *interner {
@@ -30,6 +36,15 @@ func newInterner() *interner {
 	}
 }
 
+// newCopyingInterner returns an interner that copies each new string into an arena (see
+// stringArena). Use it when the input is decoded as a whole and dropped afterwards, like a
+// local config: the strings of one input then share a few blocks.
+func newCopyingInterner() *interner {
+	in := newInterner()
+	in.arena = &stringArena{}
+	return in
+}
+
 // str returns the shared copy of s.
 func (in *interner) str(s string) string {
 	if in == nil || s == "" {
@@ -37,6 +52,9 @@ func (in *interner) str(s string) string {
 	}
 	if c, ok := in.strs[s]; ok {
 		return c
+	}
+	if in.arena != nil {
+		s = in.arena.clone(s)
 	}
 	in.strs[s] = s
 	return s
@@ -52,8 +70,8 @@ func (*interner) nameOf(uid, name string) string {
 	return name
 }
 
-// portMap returns the shared map equal to m. A nil m stays nil; an empty one becomes the
-// shared empty map.
+// portMap returns the shared map equal to m (a copy of m the first time). A nil m stays nil;
+// an empty one becomes the shared empty map.
 func (in *interner) portMap(m map[uint16]uint16) map[uint16]uint16 {
 	if in == nil || m == nil {
 		return m
@@ -62,8 +80,12 @@ func (in *interner) portMap(m map[uint16]uint16) map[uint16]uint16 {
 	if c, ok := in.ports[string(in.buf)]; ok {
 		return c
 	}
-	in.ports[string(in.buf)] = m
-	return m
+	shared := make(map[uint16]uint16, len(m))
+	for k, v := range m {
+		shared[k] = v
+	}
+	in.ports[string(in.buf)] = shared
+	return shared
 }
 
 // serviceMap returns the shared map equal to m (service key -> port map), with its keys and

@@ -2,7 +2,9 @@ package workload
 
 import (
 	"reflect"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -96,4 +98,71 @@ func TestLocalConfigSharesReplicaMaps(t *testing.T) {
 	if w0.Name != "wl-0" || w2.Name != "wl-2" {
 		t.Errorf("names = %q, %q", w0.Name, w2.Name)
 	}
+}
+
+// The interner never keeps the maps it is given: callers reuse them as scratch.
+func TestInternerCopiesMaps(t *testing.T) {
+	in := newInterner()
+	scratch := map[uint16]uint16{80: 8080}
+	shared := in.portMap(scratch)
+	clear(scratch)
+	scratch[443] = 8443
+	if diff := cmp.Diff(map[uint16]uint16{80: 8080}, shared); diff != "" {
+		t.Errorf("shared port map changed with its argument (-want +got):\n%s", diff)
+	}
+	if got := in.portMap(map[uint16]uint16{80: 8080}); !samePtr(got, shared) {
+		t.Errorf("equal port map not shared after the argument was reused")
+	}
+}
+
+func TestCopyingInterner(t *testing.T) {
+	in := newCopyingInterner()
+	src := strings.Clone("ns-a")
+	a := in.str(src)
+	b := in.str(strings.Clone("ns-a"))
+	if a != "ns-a" || b != "ns-a" || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Errorf("str: got %q and %q, want one shared %q", a, b, "ns-a")
+	}
+	if unsafe.StringData(a) == unsafe.StringData(src) {
+		t.Errorf("str kept its argument's bytes, want a copy in the arena")
+	}
+	long := strings.Repeat("x", stringBlock+1) // longer than a block
+	if got := in.str(long); got != long {
+		t.Errorf("long string: got %d bytes, want %d", len(got), len(long))
+	}
+	if got := in.str("after"); got != "after" || a != "ns-a" {
+		t.Errorf("after a long string: got %q (and earlier %q)", got, a)
+	}
+}
+
+func TestStringArenaKeepsEarlierStrings(t *testing.T) {
+	var a stringArena
+	var got []string
+	var want []string
+	for i := range 5000 { // several blocks
+		s := strings.Repeat(string(rune('a'+i%26)), 1+i%13)
+		want = append(want, s)
+		got = append(got, a.clone(s))
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("arena strings (-want +got):\n%s", diff)
+	}
+}
+
+func TestSlabClone(t *testing.T) {
+	var s slab[int]
+	if got := s.clone(nil); got != nil {
+		t.Errorf("clone(nil) = %v, want nil", got)
+	}
+	if got := s.clone([]int{}); got == nil || len(got) != 0 {
+		t.Errorf("clone(empty) = %#v, want empty non-nil", got)
+	}
+	a := s.clone([]int{1, 2})
+	b := s.clone([]int{3})
+	a = append(a, 99) // must not write into b
+	big := s.clone(make([]int, slabBlock+5))
+	if diff := cmp.Diff([]int{3}, b); diff != "" || len(big) != slabBlock+5 || cap(b) != 1 {
+		t.Errorf("b = %v (cap %d), big len %d; appending to a wrote into b? (-want +got):\n%s", b, cap(b), len(big), diff)
+	}
+	_ = a
 }

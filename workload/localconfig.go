@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -30,63 +32,123 @@ type LocalConfig struct {
 // namespace, scope and action. Workloads get the trust domain, service account, cluster id
 // and capacity defaults applied.
 func ParseLocalConfig(source string, data []byte) (*LocalConfig, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &ConfigError{Source: source, Err: fmt.Errorf("parse YAML: %w", err)}
+	cfg, err := parseLocalConfig(source, data)
+	if err != nil {
+		return nil, err
 	}
-	if secondDocument(data) {
-		return nil, &ConfigError{Source: source, Err: errors.New("more than one YAML document")}
+	cfg.Raw = bytes.Clone(data)
+	return cfg, nil
+}
+
+// parseLocalConfig is ParseLocalConfig without setting Raw. A large config in the plain
+// block style that generators write is parsed piece by piece (see splitConfig), so that the
+// YAML node tree of only one piece is alive at a time; anything else, and any config the
+// pieces fail on, is parsed as a whole, which is also where every error comes from.
+func parseLocalConfig(source string, data []byte) (*LocalConfig, error) {
+	if len(data) >= minSplitSize {
+		if cfg, ok := parseSplit(source, data, splitChunk); ok {
+			return cfg, nil
+		}
 	}
-	cfg := &LocalConfig{Raw: bytes.Clone(data)}
-	d := &decoder{source: source, budget: maxNodes, in: newInterner()}
-	var lines entryLines
+	return parseWhole(source, data)
+}
+
+// parseWhole parses a local config as one YAML document.
+func parseWhole(source string, data []byte) (*LocalConfig, error) {
+	root, err := parseDocument(data)
+	if err != nil {
+		return nil, &ConfigError{Source: source, Err: err}
+	}
+	c := newConfigDecoder(source)
 	var doc *yaml.Node
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		doc = root.Content[0]
 	}
-	err := d.mapping(doc, "", map[string]handler{
-		"workloads": func(v *yaml.Node, f string) error {
-			return d.seq(v, f, func(item *yaml.Node, _ string) error {
-				w, err := d.workload(len(cfg.Workloads), item)
-				cfg.Workloads = append(cfg.Workloads, w)
-				lines.workloads = append(lines.workloads, item.Line)
-				return err
-			})
-		},
-		"services": func(v *yaml.Node, f string) error {
-			return d.seq(v, f, func(item *yaml.Node, _ string) error {
-				s, err := d.service(len(cfg.Services), item)
-				cfg.Services = append(cfg.Services, s)
-				lines.services = append(lines.services, item.Line)
-				return err
-			})
-		},
-		"policies": func(v *yaml.Node, f string) error {
-			return d.seq(v, f, func(item *yaml.Node, _ string) error {
-				p, err := d.policy(len(cfg.Policies), item)
-				cfg.Policies = append(cfg.Policies, p)
-				lines.policies = append(lines.policies, item.Line)
-				return err
-			})
-		},
-	})
-	if err != nil {
+	if err := c.d.mapping(doc, "", c.handlers()); err != nil {
 		return nil, err
 	}
-	if err := cfg.checkDuplicates(source, &lines); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return c.finish()
 }
 
-// secondDocument reports whether data holds more than one YAML document.
-func secondDocument(data []byte) bool {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var n yaml.Node
-	if dec.Decode(&n) != nil {
-		return false
+// configDecoder decodes the top level of a local config into cfg.
+type configDecoder struct {
+	d     *decoder
+	cfg   *LocalConfig
+	lines entryLines
+}
+
+func newConfigDecoder(source string) *configDecoder {
+	return &configDecoder{d: newDecoder(source, newCopyingInterner()), cfg: &LocalConfig{}}
+}
+
+// handlers decode the top-level fields, each a list of entries.
+func (c *configDecoder) handlers() map[string]handler {
+	d := c.d
+	return map[string]handler{
+		"workloads": func(v *yaml.Node, f string) error {
+			if v.Kind == yaml.SequenceNode {
+				c.reserveWorkloads(len(v.Content))
+			}
+			return d.seqOnce(v, f, c.workload)
+		},
+		"services": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, c.service) },
+		"policies": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, c.policy) },
 	}
-	return dec.Decode(&n) == nil
+}
+
+// reserveWorkloads makes room for n more workloads, allocating their structs at once.
+func (c *configDecoder) reserveWorkloads(n int) {
+	c.d.workloads = make([]Workload, n)
+	c.cfg.Workloads = slices.Grow(c.cfg.Workloads, n)
+	c.lines.workloads = slices.Grow(c.lines.workloads, n)
+}
+
+func (c *configDecoder) workload(item *yaml.Node, _ string) error {
+	w, err := c.d.workload(len(c.cfg.Workloads), item)
+	c.cfg.Workloads = append(c.cfg.Workloads, w)
+	c.lines.workloads = append(c.lines.workloads, c.d.line(item))
+	return err
+}
+
+func (c *configDecoder) service(item *yaml.Node, _ string) error {
+	s, err := c.d.service(len(c.cfg.Services), item)
+	c.cfg.Services = append(c.cfg.Services, s)
+	c.lines.services = append(c.lines.services, c.d.line(item))
+	return err
+}
+
+func (c *configDecoder) policy(item *yaml.Node, _ string) error {
+	p, err := c.d.policy(len(c.cfg.Policies), item)
+	c.cfg.Policies = append(c.cfg.Policies, p)
+	c.lines.policies = append(c.lines.policies, c.d.line(item))
+	return err
+}
+
+// finish checks what needs all entries and returns the config.
+func (c *configDecoder) finish() (*LocalConfig, error) {
+	if err := c.cfg.checkDuplicates(c.d.source, &c.lines); err != nil {
+		return nil, err
+	}
+	return c.cfg, nil
+}
+
+// parseDocument parses the first YAML document of data into a node tree (a zero node for an
+// empty input) and fails if a second, well-formed document follows. One decoder reads both,
+// so the first document is parsed once and its tree is the only one alive at a time.
+func parseDocument(data []byte) (yaml.Node, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return yaml.Node{}, nil // no document at all: an empty config
+		}
+		return yaml.Node{}, fmt.Errorf("parse YAML: %w", err)
+	}
+	var next yaml.Node
+	if dec.Decode(&next) == nil {
+		return yaml.Node{}, errors.New("more than one YAML document")
+	}
+	return root, nil
 }
 
 // Snapshot builds a snapshot from the config. It can be called any number of times.

@@ -14,14 +14,21 @@ import (
 // Decoders for the leaf values of the local config. Each takes a resolved node and its field
 // path and returns a *ConfigError naming it.
 
+// str decodes a string the config keeps: it is interned.
 func (d *decoder) str(n *yaml.Node, field string) (string, error) {
+	s, err := d.scalar(n, field)
+	return d.in.str(s), err
+}
+
+// scalar decodes a string that is parsed further and not kept as is (an IP, an enum).
+func (d *decoder) scalar(n *yaml.Node, field string) (string, error) {
 	if n.Kind != yaml.ScalarNode {
 		return "", d.fail(n, field, "want a string, got %s", kindName(n))
 	}
 	if isNull(n) {
 		return "", nil
 	}
-	return d.in.str(n.Value), nil
+	return n.Value, nil
 }
 
 func (d *decoder) boolean(n *yaml.Node, field string) (bool, error) {
@@ -66,7 +73,7 @@ func (d *decoder) uint32(n *yaml.Node, field string) (uint32, error) {
 }
 
 func (d *decoder) ip(n *yaml.Node, field string) (netip.Addr, error) {
-	s, err := d.str(n, field)
+	s, err := d.scalar(n, field)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -79,7 +86,7 @@ func (d *decoder) ip(n *yaml.Node, field string) (netip.Addr, error) {
 
 // cidr decodes "ip/bits"; a bare IP means a single-address prefix.
 func (d *decoder) cidr(n *yaml.Node, field string) (netip.Prefix, error) {
-	s, err := d.str(n, field)
+	s, err := d.scalar(n, field)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
@@ -104,7 +111,8 @@ func (d *decoder) strList(n *yaml.Node, field string) ([]string, error) {
 	return out, err
 }
 
-// portMap decodes {servicePort: targetPort}; keys are 1-65535, values 0-65535.
+// portMap decodes {servicePort: targetPort}; keys are 1-65535, values 0-65535. The map
+// returned is shared (see interner.portMap): callers must not modify it.
 func (d *decoder) portMap(n *yaml.Node, field string) (map[uint16]uint16, error) {
 	n, err := d.resolve(n, field)
 	if err != nil {
@@ -113,7 +121,8 @@ func (d *decoder) portMap(n *yaml.Node, field string) (map[uint16]uint16, error)
 	if n.Kind != yaml.MappingNode {
 		return nil, d.fail(n, field, "want a mapping of port to port, got %s", kindName(n))
 	}
-	out := make(map[uint16]uint16, len(n.Content)/2)
+	out := d.ports // scratch: the interner copies it
+	clear(out)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		kn, err := d.resolve(n.Content[i], field)
 		if err != nil {
@@ -141,7 +150,7 @@ func (d *decoder) portMap(n *yaml.Node, field string) (map[uint16]uint16, error)
 // enum returns a handler decoding a string with parse into *dst.
 func enum[E any](d *decoder, dst *E, parse func(string) (E, error)) handler {
 	return func(v *yaml.Node, f string) error {
-		s, err := d.str(v, f)
+		s, err := d.scalar(v, f)
 		if err != nil {
 			return err
 		}
@@ -175,9 +184,15 @@ func oneOf(what string, valid ...string) func(string) (string, error) {
 	return func(s string) (string, error) {
 		for _, v := range valid {
 			if s == v {
-				return s, nil
+				return v, nil // not s: v is static, s may pin the input
 			}
 		}
 		return "", errors.New("invalid " + what + " " + strconv.Quote(s) + " (want one of " + strings.Join(valid, ", ") + ")")
 	}
+}
+
+// emptyPorts returns the shared empty port map.
+func (d *decoder) emptyPorts() map[uint16]uint16 {
+	clear(d.ports)
+	return d.in.portMap(d.ports)
 }

@@ -27,7 +27,7 @@ func (d *decoder) service(i int, n *yaml.Node) (*Service, error) {
 		"visibility":      enum(d, &s.Visibility, oneOf("visibility", VisibilityPublic, VisibilityNamespace)),
 		"vips": func(v *yaml.Node, f string) error {
 			return d.seq(v, f, func(item *yaml.Node, f string) error {
-				str, err := d.str(item, f)
+				str, err := d.scalar(item, f)
 				if err != nil {
 					return err
 				}
@@ -35,6 +35,7 @@ func (d *decoder) service(i int, n *yaml.Node) (*Service, error) {
 				if err != nil {
 					return d.fail(item, f, "%w", err)
 				}
+				a.Network = d.in.str(a.Network)
 				s.VIPs = append(s.VIPs, a)
 				return nil
 			})
@@ -121,10 +122,10 @@ func (d *decoder) endpoints(n *yaml.Node, field string) (map[string]*Endpoint, e
 		if _, dup := out[uid]; dup {
 			return nil, d.fail(kn, f, "endpoint listed twice")
 		}
-		ep := &Endpoint{WorkloadUID: uid, Port: map[uint16]uint16{}}
+		ep := &Endpoint{WorkloadUID: uid, Port: d.emptyPorts()}
 		err = d.mapping(n.Content[i+1], f, map[string]handler{
 			"workloadUid": func(v *yaml.Node, f string) error {
-				s, err := d.str(v, f)
+				s, err := d.scalar(v, f)
 				if err == nil && s != uid {
 					err = d.fail(v, f, "workload uid %q does not match its key %q", s, uid)
 				}
@@ -136,7 +137,6 @@ func (d *decoder) endpoints(n *yaml.Node, field string) (map[string]*Endpoint, e
 		if err != nil {
 			return nil, err
 		}
-		ep.Port = d.in.portMap(ep.Port)
 		out[uid] = ep
 	}
 	return out, nil

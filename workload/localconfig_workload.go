@@ -16,7 +16,13 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 	}
 	defer func() { d.entry = "" }()
 
-	w := &Workload{Capacity: 1}
+	var w *Workload
+	if len(d.workloads) > 0 {
+		w, d.workloads = &d.workloads[0], d.workloads[1:]
+	} else {
+		w = new(Workload)
+	}
+	w.Capacity = 1
 	ipsSet := false
 	err := d.mapping(n, "", map[string]handler{
 		"uid":               d.setStr(&w.UID),
@@ -38,12 +44,17 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 		"networkMode":       enum(d, &w.NetworkMode, ParseNetworkMode),
 		"workloadIps": func(v *yaml.Node, f string) error {
 			ipsSet = true
-			w.IPs = []netip.Addr{}
-			return d.seq(v, f, func(item *yaml.Node, f string) error {
+			ips := d.ips[:0]
+			err := d.seq(v, f, func(item *yaml.Node, f string) error {
 				ip, err := d.ip(item, f)
-				w.IPs = append(w.IPs, ip)
+				ips = append(ips, ip)
 				return err
 			})
+			d.ips = ips
+			if w.IPs = d.addrs.clone(ips); w.IPs == nil {
+				w.IPs = []netip.Addr{} // set, but empty
+			}
+			return err
 		},
 		"locality": func(v *yaml.Node, f string) error {
 			return d.mapping(v, f, map[string]handler{
@@ -99,7 +110,8 @@ func (d *decoder) workloadServices(n *yaml.Node, field string) (map[string]map[u
 	if n.Kind != yaml.MappingNode {
 		return nil, d.fail(n, field, "want a mapping of namespace/hostname to ports, got %s", kindName(n))
 	}
-	out := make(map[string]map[uint16]uint16, len(n.Content)/2)
+	out := d.svcs // scratch: the interner copies it
+	clear(out)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		kn, err := d.resolve(n.Content[i], field)
 		if err != nil {
@@ -120,7 +132,7 @@ func (d *decoder) workloadServices(n *yaml.Node, field string) (map[string]map[u
 		if err != nil {
 			return nil, err
 		}
-		ports := map[uint16]uint16{}
+		ports := d.emptyPorts()
 		if !isNull(vn) {
 			if ports, err = d.portMap(vn, f); err != nil {
 				return nil, err

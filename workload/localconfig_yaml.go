@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -47,18 +48,39 @@ type decoder struct {
 	source string
 	entry  string // label of the entry being decoded
 	budget int    // nodes left to visit
-	in     *interner
+	// lineBase is added to node lines: the line before the piece being decoded when a config
+	// is parsed in pieces (see splitConfig), else 0.
+	lineBase int
+	in       *interner // required: shares (and copies) what the config keeps
+
+	// Bulk allocation of what the config keeps (see arena.go).
+	workloads []Workload       // preallocated workload structs, taken from the front
+	addrs     slab[netip.Addr] // workload IPs
+
+	// Scratch space reused across entries; the interner copies what it keeps.
+	ips   []netip.Addr
+	ports map[uint16]uint16
+	svcs  map[string]map[uint16]uint16
+}
+
+func newDecoder(source string, in *interner) *decoder {
+	return &decoder{source: source, budget: maxNodes, in: in,
+		ports: make(map[uint16]uint16), svcs: make(map[string]map[uint16]uint16)}
 }
 
 // handler decodes the value of one mapping field; field is its path.
 type handler func(v *yaml.Node, field string) error
 
 func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
-	line := 0
-	if n != nil {
-		line = n.Line
+	return &ConfigError{Source: d.source, Entry: d.entry, Field: field, Line: d.line(n), Err: fmt.Errorf(format, args...)}
+}
+
+// line returns the line of n in the whole config; 0 if unknown.
+func (d *decoder) line(n *yaml.Node) int {
+	if n == nil || n.Line == 0 {
+		return 0
 	}
-	return &ConfigError{Source: d.source, Entry: d.entry, Field: field, Line: line, Err: fmt.Errorf(format, args...)}
+	return d.lineBase + n.Line
 }
 
 // resolve follows aliases and charges the node budget.
@@ -180,6 +202,18 @@ func scalarValue(n *yaml.Node, name string) string {
 
 // seq decodes a list (null = empty), calling fn for each item.
 func (d *decoder) seq(n *yaml.Node, field string, fn func(item *yaml.Node, field string) error) error {
+	return d.seqItems(n, field, false, fn)
+}
+
+// seqOnce is seq for a list decoded only once (a top-level list of entries): each item is
+// dropped from the tree once decoded, so that the garbage collector can reclaim the parsed
+// YAML of decoded entries while the rest is decoded. A list with an anchor is left intact
+// (an alias may decode it again); aliased items stay reachable through their aliases.
+func (d *decoder) seqOnce(n *yaml.Node, field string, fn func(item *yaml.Node, field string) error) error {
+	return d.seqItems(n, field, true, fn)
+}
+
+func (d *decoder) seqItems(n *yaml.Node, field string, release bool, fn func(item *yaml.Node, field string) error) error {
 	n, err := d.resolve(n, field)
 	if err != nil || isNull(n) {
 		return err
@@ -187,6 +221,7 @@ func (d *decoder) seq(n *yaml.Node, field string, fn func(item *yaml.Node, field
 	if n.Kind != yaml.SequenceNode {
 		return d.fail(n, field, "want a list, got %s", kindName(n))
 	}
+	release = release && n.Anchor == ""
 	for i, item := range n.Content {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		item, err := d.resolve(item, f)
@@ -195,6 +230,9 @@ func (d *decoder) seq(n *yaml.Node, field string, fn func(item *yaml.Node, field
 		}
 		if err := fn(item, f); err != nil {
 			return err
+		}
+		if release {
+			n.Content[i] = nil
 		}
 	}
 	return nil

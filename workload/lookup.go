@@ -3,16 +3,28 @@ package workload
 import (
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // WorkloadByUID returns the workload with the given uid, or nil.
-func (s *Snapshot) WorkloadByUID(uid string) *Workload { return s.byUID[uid] }
+func (s *Snapshot) WorkloadByUID(uid string) *Workload {
+	i, ok := slices.BinarySearchFunc(s.workloads, uid, func(w *Workload, uid string) int { return strings.Compare(w.UID, uid) })
+	if !ok {
+		return nil
+	}
+	return s.workloads[i]
+}
 
 // WorkloadByAddr returns the workload with IP ip on network, or nil. HostNetwork workloads
 // are never found this way. When several workloads share the address, a pod (uid containing
 // "//Pod/") wins, then an HBONE workload, then the smallest uid.
 func (s *Snapshot) WorkloadByAddr(network string, ip netip.Addr) *Workload {
-	return s.byAddr[NetworkAddress{Network: network, Addr: ip.Unmap()}]
+	addrs := s.byAddr[network]
+	i, ok := slices.BinarySearchFunc(addrs, ip.Unmap(), func(e addrEntry, ip netip.Addr) int { return e.addr.Compare(ip) })
+	if !ok {
+		return nil
+	}
+	return addrs[i].w
 }
 
 // ServiceByVIP returns the service with VIP ip on network, or nil. Among several services

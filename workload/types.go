@@ -100,6 +100,7 @@ type ApplicationTunnel struct {
 }
 
 // Workload is one addressable mesh member (pod, VM, ...). Immutable once in a Snapshot.
+// (The small fields are at the end, packed together: a snapshot holds one per workload.)
 type Workload struct {
 	UID            string // unique key, e.g. "cluster1//v1/Pod/ns/name"
 	Name           string
@@ -113,22 +114,23 @@ type Workload struct {
 
 	WorkloadName, WorkloadType, CanonicalName, CanonicalRevision string
 
-	IPs         []netip.Addr
-	Protocol    Protocol
-	Status      Status
-	NetworkMode NetworkMode
-	Locality    Locality
-	// Capacity weighs the workload in endpoint selection. The converters set it to 1 when the
-	// source does not give one; 0 is kept only when given explicitly.
-	Capacity uint32
+	IPs      []netip.Addr
+	Locality Locality
 
 	Waypoint, NetworkGateway *GatewayAddress
-	NativeTunnel             bool
 	ApplicationTunnel        *ApplicationTunnel
 	// AuthorizationPolicies are the "ns/name" keys of the WorkloadSelector policies that apply.
 	AuthorizationPolicies []string
 	// Services maps "ns/hostname" to this endpoint's service port -> target port mapping.
 	Services map[string]map[uint16]uint16
+
+	// Capacity weighs the workload in endpoint selection. The converters set it to 1 when the
+	// source does not give one; 0 is kept only when given explicitly.
+	Capacity     uint32
+	Protocol     Protocol
+	Status       Status
+	NetworkMode  NetworkMode
+	NativeTunnel bool
 }
 
 // Identity returns the workload's SPIFFE identity, "spiffe://<td>/ns/<ns>/sa/<sa>", with the

@@ -1,0 +1,246 @@
+package workload
+
+import (
+	"bytes"
+	"errors"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parsing a large local config in pieces. yaml.v3 builds a node tree of the whole document
+// before anything is decoded: for 10 000 workloads (3.8 MB of YAML) that is ~80 MB of nodes,
+// and the heap the runtime grows for it (and its metadata) stays reserved long after. A config
+// in the plain block style that generators write,
+//
+//	workloads:
+//	  - uid: ...
+//	    name: ...
+//	services:
+//	- name: ...
+//
+// can instead be cut at its top-level keys and between list items, and parsed one piece at a
+// time. The cut is textual, so it is used only when every line is of a kind it understands,
+// and only as a fast path: if any piece fails to parse or to decode, the config is parsed as a
+// whole and the error comes from there, exactly as without the fast path. A cut inside a
+// multi-line construct (a quoted or flow scalar spanning lines) leaves that construct
+// unterminated in its piece, which then fails to parse; an alias to an anchor in another
+// piece fails to resolve. Both fall back.
+
+// minSplitSize is the config size from which the fast path is tried; smaller ones parse as a
+// whole (cheaply).
+const minSplitSize = 64 << 10
+
+// splitChunk is the size of the runs of list items parsed at once.
+const splitChunk = 64 << 10
+
+// parseSplit parses data in pieces of whole list items of about chunk bytes, or reports
+// false if data is not in a shape splitConfig handles or any piece fails.
+func parseSplit(source string, data []byte, chunk int) (*LocalConfig, bool) {
+	pieces, ok := splitConfig(data, chunk)
+	if !ok {
+		return nil, false
+	}
+	cfg, err := decodePieces(source, pieces)
+	return cfg, err == nil
+}
+
+// pieceKind says how a piece is decoded.
+type pieceKind uint8
+
+const (
+	pieceRaw   pieceKind = iota // a whole top-level field ("key: value" with what follows): a mapping
+	pieceHead                   // "key:" of a list field (and comments): a mapping of key to null
+	pieceItems                  // a run of items of the list field key: a block sequence
+)
+
+// piece is a run of whole lines of a config.
+type piece struct {
+	kind  pieceKind
+	key   string // the top-level field
+	text  []byte
+	line  int // line number of the first line of text (1-based)
+	items int // list items starting in text (pieceItems)
+}
+
+// splitConfig cuts data into pieces covering all of it, in order, with runs of list items cut
+// into pieces of about chunk bytes. It reports false if data is
+// not in the shape it handles: top-level fields "workloads:", "services:" or "policies:" at
+// column 0 (each at most once), each either followed on the next lines by a block list ("-"
+// items, all at one indentation, with their content indented more), or with its value on the
+// same line (the field is then one piece). Blank and comment lines may be anywhere. No tabs
+// in indentation, CRs, byte-order marks, directives or document markers.
+func splitConfig(data []byte, chunk int) ([]piece, bool) {
+	if bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		return nil, false
+	}
+	const (
+		stNone  = iota // before the first field
+		stRaw          // in a field whose value is parsed with it
+		stHead         // after "key:", before its first item
+		stItems        // in the items of a list field
+	)
+	var (
+		pieces    []piece
+		state     = stNone
+		key       string
+		indent    int // of the items of the current list field
+		items     int // items in the current, unflushed piece
+		start     = 0 // offset of the first line of the current piece
+		startLine = 1
+		seen      = map[string]bool{}
+		line      int // of the line at pos
+	)
+	flush := func(end, endLine int, kind pieceKind) {
+		pieces = append(pieces, piece{kind: kind, key: key, text: data[start:end], line: startLine, items: items})
+		start, startLine, items = end, endLine, 0
+	}
+	closeField := func(end, endLine int) {
+		switch state {
+		case stRaw:
+			flush(end, endLine, pieceRaw)
+		case stHead: // "key:" with nothing after it: a null value
+			flush(end, endLine, pieceRaw)
+		case stItems:
+			flush(end, endLine, pieceItems)
+		}
+	}
+	for pos := 0; pos < len(data); {
+		line++
+		next := len(data)
+		if i := bytes.IndexByte(data[pos:], '\n'); i >= 0 {
+			next = pos + i + 1
+		}
+		l := bytes.TrimSuffix(data[pos:next], []byte("\n"))
+		rest := bytes.TrimLeft(l, " ")
+		ind := len(l) - len(rest)
+		switch {
+		case len(rest) > 0 && rest[0] == '\t':
+			return nil, false
+		case ind == 0 && (bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("%"))):
+			return nil, false
+		}
+		if len(rest) == 0 || rest[0] == '#' { // blank or comment: part of the current piece
+			pos = next
+			continue
+		}
+		item := bytes.Equal(rest, []byte("-")) || bytes.HasPrefix(rest, []byte("- "))
+		switch {
+		case state == stItems && ind == indent && item:
+			if pos-start >= chunk { // cut before this item
+				flush(pos, line, pieceItems)
+			}
+			items++
+		case state == stHead && item:
+			flush(pos, line, pieceHead)
+			state, indent, items = stItems, ind, 1
+		case ind == 0 && !item:
+			name, inline, ok := fieldLine(l)
+			if !ok || seen[name] {
+				return nil, false
+			}
+			seen[name] = true
+			closeField(pos, line)
+			key, state = name, stHead
+			if inline {
+				state = stRaw
+			}
+		case state == stItems && ind > indent:
+		case state == stHead && ind > 0: // a value other than a block list
+			state = stRaw
+		case state == stRaw && ind > 0:
+		default:
+			return nil, false
+		}
+		pos = next
+	}
+	if state == stNone {
+		return nil, false
+	}
+	closeField(len(data), line+1)
+	return pieces, true
+}
+
+// fieldLine parses a top-level field line "name:" or "name: value"; inline reports whether a
+// value (not just a comment) follows the colon. Only the config's fields are accepted.
+func fieldLine(l []byte) (name string, inline, ok bool) {
+	k, v, found := bytes.Cut(l, []byte(":"))
+	if !found || (len(v) > 0 && v[0] != ' ') {
+		return "", false, false
+	}
+	switch string(k) {
+	case "workloads", "services", "policies":
+		name = string(k)
+	default:
+		return "", false, false
+	}
+	v = bytes.TrimLeft(v, " ")
+	return name, len(v) > 0 && v[0] != '#', true
+}
+
+var errSplit = errors.New("piece does not have the expected shape")
+
+// decodePieces decodes a config cut by splitConfig. Any error means: parse it as a whole.
+func decodePieces(source string, pieces []piece) (*LocalConfig, error) {
+	c := newConfigDecoder(source)
+	d := c.d
+	d.budget-- // the top-level mapping, as when parsed whole
+	handlers := c.handlers()
+	for i, p := range pieces {
+		var root yaml.Node
+		if err := yaml.Unmarshal(p.text, &root); err != nil {
+			return nil, err
+		}
+		if root.Kind != yaml.DocumentNode || len(root.Content) != 1 {
+			return nil, errSplit
+		}
+		n := root.Content[0]
+		d.lineBase = p.line - 1
+		switch p.kind {
+		case pieceRaw:
+			if n.Kind != yaml.MappingNode || len(n.Content) != 2 || n.Content[0].Value != p.key {
+				return nil, errSplit
+			}
+			if err := d.mapping(n, "", handlers); err != nil {
+				return nil, err
+			}
+		case pieceHead:
+			if n.Kind != yaml.MappingNode || len(n.Content) != 2 || n.Content[0].Value != p.key || !isNull(n.Content[1]) {
+				return nil, errSplit
+			}
+			d.budget -= 2 // the field's value and list, as when parsed whole
+			if p.key == "workloads" {
+				c.reserveWorkloads(itemsOf(pieces[i+1:], p.key))
+			}
+		case pieceItems:
+			if n.Kind != yaml.SequenceNode {
+				return nil, errSplit
+			}
+			var err error
+			switch p.key {
+			case "workloads":
+				err = d.seqOnce(n, p.key, c.workload)
+			case "services":
+				err = d.seqOnce(n, p.key, c.service)
+			case "policies":
+				err = d.seqOnce(n, p.key, c.policy)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	d.lineBase = 0
+	return c.finish()
+}
+
+// itemsOf counts the list items of field key in the pieces that follow its head.
+func itemsOf(pieces []piece, key string) int {
+	n := 0
+	for _, p := range pieces {
+		if p.kind != pieceItems || p.key != key {
+			break
+		}
+		n += p.items
+	}
+	return n
+}
