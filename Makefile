@@ -6,6 +6,10 @@ PKGS    := ./...
 # Root-only end-to-end tests build network namespaces; keep one package at a time so
 # their proxies and namespaces do not compete for the two cores.
 TESTFLAGS ?= -race -count=1 -timeout 15m -p 1
+# grpcnotrace drops gRPC's golang.org/x/net/trace (and with it html/template, whose reflection
+# keeps every exported method of every type alive): a 6 MB smaller binary and ~3 MB less RSS per
+# proxy. Exported, so the binaries the tests build themselves get it too.
+export GOFLAGS := $(strip $(GOFLAGS) -tags=grpcnotrace)
 
 .PHONY: all build test unit demo deps vet fmt clean
 
