@@ -28,11 +28,20 @@ type idlePoller struct {
 	wakeR int // eventfd that stops run
 	done  chan struct{}
 
+	// onParks, if set before the first park, is called (on a parking goroutine, without locks
+	// held) after every parkNotifyEvery parks: their goroutines' stacks are free heap memory now,
+	// which the proxy may want to give back to the OS (see memory.go).
+	onParks func()
+
 	mu     sync.Mutex
 	parked map[uint64]func() // token → wake; guarded by mu
 	next   uint64            // guarded by mu
 	closed bool              // guarded by mu
+	parks  int               // parks since onParks was last called; guarded by mu
 }
+
+// parkNotifyEvery is how many parks make an onParks call: about 2 MiB of goroutine stacks.
+const parkNotifyEvery = 256
 
 // stopToken is the epoll data of the eventfd that stops the poller; parked sockets get tokens
 // from 1 up.
@@ -88,7 +97,15 @@ func (p *idlePoller) park(rc syscall.RawConn, wake func()) (cancel func() bool, 
 	token := p.next
 	p.next++
 	p.parked[token] = wake
+	p.parks++
+	notify := p.parks >= parkNotifyEvery && p.onParks != nil
+	if notify {
+		p.parks = 0
+	}
 	p.mu.Unlock()
+	if notify {
+		p.onParks()
+	}
 
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setToken(&ev, token)

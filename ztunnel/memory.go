@@ -15,16 +15,27 @@ const (
 	memoryReleaseEvery  = 2 * time.Second // at most this often: a forced collection costs CPU
 )
 
+// hintMemoryFreed tells releaseMemoryAfterChanges that a lot of memory became free for another
+// reason than a config change: many connections went idle and their copies gave up their
+// goroutines' stacks (idlePoller.onParks). Never blocks.
+func (p *Proxy) hintMemoryFreed() {
+	select {
+	case p.memFreed <- struct{}{}:
+	default:
+	}
+}
+
 // releaseMemoryAfterChanges runs a collection that returns free heap memory to the OS once the
-// config has been quiet for memoryReleaseSettle after a change, at most once every
-// memoryReleaseEvery (a few milliseconds of CPU for an index of 10 000 workloads). Runs until
-// ctx is done.
+// config (or the set of idle connections, see hintMemoryFreed) has been quiet for
+// memoryReleaseSettle after a change, at most once every memoryReleaseEvery (a few milliseconds
+// of CPU for an index of 10 000 workloads). Runs until ctx is done.
 func (p *Proxy) releaseMemoryAfterChanges(ctx context.Context) error {
 	var last time.Time
 	for {
 		changed := p.store.Changed()
 		select {
 		case <-changed:
+		case <-p.memFreed:
 		case <-ctx.Done():
 			return nil
 		}
@@ -34,6 +45,8 @@ func (p *Proxy) releaseMemoryAfterChanges(ctx context.Context) error {
 			changed = p.store.Changed()
 			select {
 			case <-changed:
+				settle.Reset(memoryReleaseSettle)
+			case <-p.memFreed:
 				settle.Reset(memoryReleaseSettle)
 			case <-settle.C:
 				quiet = true

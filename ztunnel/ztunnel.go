@@ -35,6 +35,11 @@ type Proxy struct {
 	ready     *readiness    // served on cfg.ReadinessAddr
 	served    servedAddrs   // where the metrics and readiness servers listen
 
+	// idle parks the copies of idle connections (spliceAsync); nil outside Run, or if it could
+	// not be created (copies then block as splice's do).
+	idle     *idlePoller
+	memFreed chan struct{} // 1-buffered: hintMemoryFreed
+
 	quit     chan struct{} // closed by Quit
 	quitOnce sync.Once
 }
@@ -43,7 +48,8 @@ type Proxy struct {
 // proxy cannot start (the caller exits non-zero); nothing has been started yet.
 func New(cfg Config) (*Proxy, error) {
 	cfg = cfg.withDefaults()
-	p := &Proxy{cfg: cfg, log: cfg.Logger, store: workload.NewStore(), quit: make(chan struct{})}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, store: workload.NewStore(), quit: make(chan struct{}),
+		memFreed: make(chan struct{}, 1)}
 
 	switch {
 	case cfg.LocalXDSPath != "":
@@ -121,6 +127,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	if idle, err := newIdlePoller(0); err != nil {
+		p.log.Warn("idle connections will hold a goroutine each", "error", err)
+	} else {
+		idle.onParks = p.hintMemoryFreed
+		p.idle = idle
+		defer idle.close() // after the drain below: parked copies of closed pods were withdrawn
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error { return p.prefetchCerts(gctx) })
