@@ -38,9 +38,6 @@ const (
 	// writeBufferSize is the size of the buffered writer in front of the socket: four full TLS records.
 	// The writer flushes it when full (whole records) and at the end of each batch.
 	writeBufferSize = 4 * tlsRecordPayload
-	// readBufferSize is the size of the read buffer under the TLS layer: one read(2) takes several
-	// records instead of one.
-	readBufferSize = 64 << 10
 	// maxStreamID is the largest stream identifier (RFC 9113 §5.1.1).
 	maxStreamID = 1<<31 - 1
 	// maxQueuedControl bounds the frames queued for the writer in answer to the peer (PING and SETTINGS
@@ -64,6 +61,7 @@ type conn struct {
 	rfr           *http2.Framer // read loop only
 	wfr           *http2.Framer // writer role only
 	bw            *pooledWriter // writer role only; holds a buffer only between a write and its flush
+	sock          *sockConn     // the socket under nc's TLS layer, for write batches; nil if nc is not one
 	henc          *hpack.Encoder
 	hbuf          bytes.Buffer // writer role only: henc's output
 	wdeadline     time.Time    // writer role only: the write deadline last set on nc
@@ -144,6 +142,7 @@ func newConn(parent context.Context, r role, nc net.Conn, cfg Config, maxHeaderL
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.MaxHeaderListSize = maxHeaderList
 	c.bw = &pooledWriter{w: nc}
+	c.sock = sockConnOf(nc)
 	c.wfr = http2.NewFramer(c.bw, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 

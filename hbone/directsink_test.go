@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestWriteToTCPSocket sends many small messages to a WriteTo whose writer is a TCP socket, so the
+// TestWriteToTCPSocket sends many messages, mostly small, to a WriteTo whose writer is a TCP socket, so the
 // read loop writes them to the socket itself while WriteTo waits; the socket's receiver stalls at
 // first, so the socket fills and the rest goes through WriteTo. Every byte must arrive, in order.
 func TestWriteToTCPSocket(t *testing.T) { testWriteToTCPSocket(t, false) }
@@ -24,7 +24,11 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 	var payload []byte
 	var msgs [][]byte
 	for i := range 3000 {
-		m := pattern(byte(i), 1+i*37%5000)
+		size := 1 + i*37%5000
+		if i%97 == 0 {
+			size = 20000 + i*131%50000 // large pieces too: whole receive chunks go direct
+		}
+		m := pattern(byte(i), size)
 		msgs = append(msgs, m)
 		payload = append(payload, m...)
 	}

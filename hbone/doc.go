@@ -23,8 +23,9 @@
 // goroutine (which owns the frame writer, the HPACK encoder and the buffered socket writer) and a
 // keepalive goroutine. They share state through one mutex per connection, conn.mu. The read loop reads
 // DATA payloads straight into the receiving stream's buffer, and while a [Stream.WriteTo] into a TCP
-// socket waits with nothing buffered, the read loop writes small payloads to that socket itself
-// (non-blocking).
+// socket waits with nothing buffered, the read loop writes payloads to that socket itself
+// (non-blocking). On the sending side, [Stream.WriteHeadroom] sends DATA frames built in the caller's
+// buffer without a copy, and the TLS records of one batch of frames leave with one socket write.
 //
 // [http2.Framer]: https://pkg.go.dev/golang.org/x/net/http2#Framer
 package hbone

@@ -192,7 +192,7 @@ func (p *Pool) dial(ctx context.Context, k Key) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", k.Dst, err)
 	}
-	tc := tls.Client(newReadBufConn(raw), tcfg)
+	tc := tls.Client(newSockConn(raw), tcfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", k.Dst, err)

@@ -89,7 +89,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // serveRaw does the TLS handshake on an accepted socket, then serves it.
 func (s *Server) serveRaw(raw net.Conn, tcfg *tls.Config) {
-	tc := tls.Server(newReadBufConn(raw), tcfg)
+	tc := tls.Server(newSockConn(raw), tcfg)
 	ctx, cancel := context.WithTimeout(context.Background(), s.handshakeTimeout())
 	err := tc.HandshakeContext(ctx)
 	cancel()

@@ -157,14 +157,8 @@ func (c *conn) writeBatches(batch *[]*writeItem, maxBatches int) bool {
 		maxFrame := min(c.peerMaxFrame, c.cfg.MaxFrameSize)
 		c.mu.Unlock()
 
-		// A write blocked this long means the peer stopped reading; give up on the connection. The
-		// deadline is renewed only once it is a second (or half the timeout) old: setting it costs a
-		// timer update, and a write still gets at least PingTimeout minus that.
-		renew := min(time.Second, c.cfg.PingTimeout/2)
-		if now := time.Now(); c.wdeadline.Sub(now) < c.cfg.PingTimeout-renew {
-			c.wdeadline = now.Add(c.cfg.PingTimeout)
-			_ = c.nc.SetWriteDeadline(c.wdeadline)
-		}
+		c.renewWriteDeadline()
+		c.beginBatch()
 		var err error
 		var closeItem *writeItem
 		for _, it := range b {
@@ -182,6 +176,9 @@ func (c *conn) writeBatches(batch *[]*writeItem, maxBatches int) bool {
 		if err == nil {
 			err = c.bw.Flush()
 		}
+		if berr := c.endBatch(); err == nil {
+			err = berr
+		}
 		if err != nil {
 			c.close(&ConnError{Reason: "write failed", Err: err})
 		} else if closeItem != nil {
@@ -194,6 +191,34 @@ func (c *conn) writeBatches(batch *[]*writeItem, maxBatches int) bool {
 			return false
 		}
 	}
+}
+
+// renewWriteDeadline bounds the socket writes of the writer role's holder (the caller): a write
+// blocked for PingTimeout means the peer stopped reading, and the connection is given up. The deadline
+// is renewed only once it is a second (or half the timeout) old: setting it costs a timer update, and
+// a write still gets at least PingTimeout minus that.
+func (c *conn) renewWriteDeadline() {
+	renew := min(time.Second, c.cfg.PingTimeout/2)
+	if now := time.Now(); c.wdeadline.Sub(now) < c.cfg.PingTimeout-renew {
+		c.wdeadline = now.Add(c.cfg.PingTimeout)
+		_ = c.nc.SetWriteDeadline(c.wdeadline)
+	}
+}
+
+// beginBatch starts collecting the TLS records written from now on, to go out with one socket
+// write at endBatch (see sockConn). Writer role only.
+func (c *conn) beginBatch() {
+	if c.sock != nil {
+		c.sock.beginBatch()
+	}
+}
+
+// endBatch writes the records collected since beginBatch. Writer role only.
+func (c *conn) endBatch() error {
+	if c.sock == nil {
+		return nil
+	}
+	return c.sock.endBatch()
 }
 
 func (c *conn) writeItem(it *writeItem, maxFrame uint32) error {
@@ -232,12 +257,8 @@ func (c *conn) writeData(it *writeItem, maxFrame uint32) error {
 	for {
 		n := min(len(p), limit)
 		last := n == len(p)
-		var flags byte
-		if it.end && last {
-			flags = byte(http2.FlagDataEndStream)
-		}
-		hdr := [frameHeaderLen]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
-			byte(it.streamID >> 24), byte(it.streamID >> 16), byte(it.streamID >> 8), byte(it.streamID)}
+		var hdr [frameHeaderLen]byte
+		putDataHeader(hdr[:], n, it.streamID, it.end && last)
 		if _, err := c.bw.Write(hdr[:]); err != nil {
 			return err
 		}

@@ -13,7 +13,8 @@ import (
 // peer only once w has taken the bytes, so a slow w slows the sender down.
 //
 // If w is a *net.TCPConn, then while WriteTo waits with nothing buffered, the connection's read loop
-// writes small DATA payloads to w itself (see directSink), saving a goroutine wake-up per message.
+// writes DATA payloads to w itself without blocking (see deliverDirectLocked), saving a goroutine
+// wake-up per message; what w does not take at once is left to WriteTo.
 //
 // WriteTo is a reader: it must not run concurrently with Read.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {

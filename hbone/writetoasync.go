@@ -21,7 +21,8 @@ type asyncCopy struct {
 // a short-lived goroutine is started when bytes or the end of the stream arrive, writes what is
 // buffered, and exits once the buffer is empty. done is called once, on such a goroutine, with what
 // WriteTo would have returned (nil once the peer half-closed). An idle tunnel then costs no stack for
-// this direction; small pieces still go straight from the read loop to w (see directSink).
+// this direction; received pieces still go straight from the read loop to w while w takes them (see
+// deliverDirectLocked), and a drain goroutine is started only for what w did not take.
 //
 // Read deadlines do not apply to it. It is a reader: Read, WriteTo and WriteToAsync must not be called
 // on s afterwards. Close ends it (done gets net.ErrClosed).

@@ -19,10 +19,13 @@ type closeWriter interface{ CloseWrite() error }
 // stream). A buffer is only held while bytes are moving.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// streamBufPool holds the buffers of copies from a TCP socket into an HBONE stream: a whole
-// number of the stream's largest DATA frames, so every read goes out as full TLS records, and
-// large, so a bulk transfer takes few read(2)s.
-var streamBufPool = sync.Pool{New: func() any { b := make([]byte, 4*hbone.MaxDataWrite); return &b }}
+// streamBufPool holds the buffers of copies from a TCP socket into an HBONE stream: room for a
+// DATA frame header, then a whole number of the stream's largest DATA frames, so every read goes
+// out as full TLS records, and large, so a bulk transfer takes few read(2)s.
+var streamBufPool = sync.Pool{New: func() any {
+	b := make([]byte, hbone.FrameHeaderRoom+4*hbone.MaxDataWrite)
+	return &b
+}}
 
 // spliceResult reports what moved through a proxied connection.
 type spliceResult struct {
@@ -149,11 +152,11 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	case srcWriterTo && !srcTCP:
 		n, err = wt.WriteTo(dst)
 	case srcTCP:
-		pool := &copyBufPool
-		if _, ok := dst.(*hbone.Stream); ok {
-			pool = &streamBufPool
+		if st, ok := dst.(*hbone.Stream); ok {
+			n, err = copyToStream(st, tcpSrc)
+		} else {
+			n, err = copyWhenReadable(dst, tcpSrc)
 		}
-		n, err = copyWhenReadable(dst, tcpSrc, pool)
 	default:
 		bp := copyBufPool.Get().(*[]byte)
 		n, err = io.CopyBuffer(onlyWriter{dst}, src, *bp)
@@ -177,52 +180,82 @@ func endHalf(dst net.Conn, n int64, err error) (int64, error) {
 }
 
 // copyWhenReadable copies a TCP connection to dst, taking a pooled buffer only when the
-// socket has data: the poller waits on the descriptor with no buffer held. Buffers come from
-// pool.
-func copyWhenReadable(dst io.Writer, src *net.TCPConn, pool *sync.Pool) (int64, error) {
+// socket has data: the poller waits on the descriptor with no buffer held.
+func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
-		var bp *[]byte
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			b := pool.Get().(*[]byte)
-			for {
-				n, rerr = syscall.Read(int(fd), *b)
-				if rerr != syscall.EINTR {
-					break
-				}
-			}
-			if rerr == syscall.EAGAIN {
-				pool.Put(b)
-				return false // not readable yet: wait without a buffer
-			}
-			bp = b
-			return true
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil || n <= 0 {
-			if bp != nil {
-				pool.Put(bp)
-			}
-			if err == nil {
-				return total, nil // EOF
-			}
-			return total, err
+		bp, n, err := readWhenReadable(rc, &copyBufPool, 0)
+		if bp == nil {
+			return total, err // nil at EOF
 		}
 		w, werr := dst.Write((*bp)[:n])
-		pool.Put(bp)
+		copyBufPool.Put(bp)
 		total += int64(w)
 		if werr != nil {
 			return total, werr
 		}
 	}
+}
+
+// copyToStream is copyWhenReadable into an HBONE stream without a copy in user space: each read
+// lands behind room for a DATA frame header, and the stream sends the frames from that buffer
+// (hbone.Stream.WriteHeadroom).
+func copyToStream(dst *hbone.Stream, src *net.TCPConn) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		bp, n, err := readWhenReadable(rc, &streamBufPool, hbone.FrameHeaderRoom)
+		if bp == nil {
+			return total, err // nil at EOF
+		}
+		w, werr := dst.WriteHeadroom((*bp)[:hbone.FrameHeaderRoom+n])
+		streamBufPool.Put(bp)
+		total += int64(w)
+		if werr != nil {
+			return total, werr
+		}
+	}
+}
+
+// readWhenReadable waits until the socket is readable, with no buffer held, then reads it into a
+// buffer from pool, at offset room. It returns the buffer and n > 0 bytes read into it; or a nil
+// buffer and the error, nil at EOF.
+func readWhenReadable(rc syscall.RawConn, pool *sync.Pool, room int) (*[]byte, int, error) {
+	var bp *[]byte
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		b := pool.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), (*b)[room:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			pool.Put(b)
+			return false // not readable yet: wait without a buffer
+		}
+		bp = b
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil || n <= 0 {
+		if bp != nil {
+			pool.Put(bp)
+		}
+		return nil, 0, err
+	}
+	return bp, n, nil
 }
 
 // onlyWriter hides a writer's ReadFrom so io.CopyBuffer really uses the pooled buffer

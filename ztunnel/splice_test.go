@@ -129,3 +129,70 @@ func TestSpliceTCPToTCPCleanEnd(t *testing.T) {
 		client.Close()
 	}
 }
+
+// TestSpliceThroughHBONE sends a few megabytes each way through two proxies joined by HBONE
+// (copyToStream on both, WriteToAsync the other way), with a half-close in each direction, and
+// checks the bytes and both proxies' counts.
+func TestSpliceThroughHBONE(t *testing.T) {
+	up := bytes.Repeat([]byte("upload-through-hbone-"), 150000)    // ~3 MB
+	down := bytes.Repeat([]byte("download-through-hbone-"), 90000) // ~2 MB
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appLn.Close()
+	appGot := make(chan []byte, 1)
+	go func() {
+		c, err := appLn.Accept()
+		if err != nil {
+			appGot <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c) // until the client's half-close arrives
+		appGot <- b
+		c.Write(down)
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := make(chan spliceResult, 2)
+	addr, stop := startIdleMeshWith(t, ctx, appLn.Addr().String(), nil, func(r spliceResult) { results <- r })
+	defer stop()
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		c.Write(up)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, down) {
+		t.Fatalf("client read %d bytes, %v; want %d (equal prefix %d)", len(got), err, len(down), prefixLen(got, down))
+	}
+	if b := <-appGot; !bytes.Equal(b, up) {
+		t.Fatalf("application read %d bytes, want %d (equal prefix %d)", len(b), len(up), prefixLen(b, up))
+	}
+	for range 2 {
+		select {
+		case r := <-results:
+			if r.Err != nil || r.Received != int64(len(up)) || r.Sent != int64(len(down)) {
+				t.Errorf("proxy splice = %+v, want Received %d, Sent %d, no error", r, len(up), len(down))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a proxy's splice did not end")
+		}
+	}
+}
+
+// prefixLen is the length of the common prefix of a and b.
+func prefixLen(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
