@@ -142,21 +142,27 @@ func (a *asyncSplice) park(dst net.Conn, src *net.TCPConn, count *atomic.Int64, 
 }
 
 // abort closes both connections, ending both directions (the first call only). A parked copy is
-// ended here, as its socket will never wake it.
+// ended here, as its socket will never wake it; that happens outside closeOnce, since ending the
+// last direction calls abort again.
 func (a *asyncSplice) abort() {
+	var parkedEnded bool
+	var n int64
+	var count *atomic.Int64
 	a.closeOnce.Do(func() {
 		a.mu.Lock()
 		a.aborted = true
-		unpark, n, count := a.unpark, a.parkedN, a.parkedCnt
+		unpark := a.unpark
+		n, count = a.parkedN, a.parkedCnt
 		a.unpark = nil
 		a.mu.Unlock()
 		a.down.Close()
 		a.up.Close()
-		if unpark != nil && unpark() {
-			count.Store(n)
-			a.dirDone(n, net.ErrClosed)
-		}
+		parkedEnded = unpark != nil && unpark()
 	})
+	if parkedEnded {
+		count.Store(n)
+		a.dirDone(n, net.ErrClosed)
+	}
 }
 
 // dirDone records the end of one direction; a failure aborts the splice. The last direction to
