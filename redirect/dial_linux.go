@@ -19,16 +19,21 @@ import (
 // (service-name ports, interface-name zones, which must be resolved inside
 // the namespace) take the setns path.
 func threadDialable(network string, ip netip.Addr, port string, o SocketOptions) (netip.AddrPort, bool) {
-	switch network {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-	default:
-		return netip.AddrPort{}, false
-	}
 	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || !numericZone(ip) || (o.LocalAddr.IsValid() && !numericZone(o.LocalAddr.Addr())) {
+	if err != nil || !threadDialableAddr(network, ip, o) {
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(ip, uint16(p)), true
+}
+
+// threadDialableAddr is threadDialable for a numeric port.
+func threadDialableAddr(network string, ip netip.Addr, o SocketOptions) bool {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+	default:
+		return false
+	}
+	return numericZone(ip) && (!o.LocalAddr.IsValid() || numericZone(o.LocalAddr.Addr()))
 }
 
 func numericZone(a netip.Addr) bool {
@@ -86,6 +91,12 @@ func (n *NetNS) dialThread(ctx context.Context, network string, raddr netip.Addr
 }
 
 // dialOnce creates, sets up and connects one socket.
+//
+// A connect inside the node usually completes during connect(2) itself (the
+// handshake runs in the kernel before the call returns), so a second
+// connect(2) settles most dials without the poller: no deadline timer, no
+// context watcher, no temporary poller registration. Only a connect still
+// in progress waits on the poller (waitConnect).
 func (n *NetNS) dialOnce(ctx context.Context, network string, family, sotype int, rsa, lsa unix.Sockaddr, o SocketOptions) (net.Conn, error) {
 	fd, err := n.socket(family, sotype)
 	if err != nil {
@@ -95,35 +106,86 @@ func (n *NetNS) dialOnce(ctx context.Context, network string, family, sotype int
 		unix.Close(fd)
 		return nil, err
 	}
-	wait := false
-	switch err := unix.Connect(fd, rsa); err {
-	case nil, unix.EISCONN:
-	case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
-		wait = true
-	default:
+	connected, err := connectStart(fd, rsa)
+	if err != nil {
 		unix.Close(fd)
-		return nil, os.NewSyscallError("connect", err)
+		return nil, err
 	}
+	if !connected {
+		return waitAndAdopt(ctx, fd, sotype, o)
+	}
+	return adopt(fd, sotype, o)
+}
+
+// connectStart starts a non-blocking connect of fd to rsa and reports
+// whether it has completed. On Linux a repeated connect(2) reports the
+// state of one in progress: 0 or EISCONN once connected, EALREADY while the
+// handshake runs, and the failure (ECONNREFUSED...) once it failed.
+func connectStart(fd int, rsa unix.Sockaddr) (connected bool, err error) {
+	for range 2 {
+		switch err := unix.Connect(fd, rsa); err {
+		case nil, unix.EISCONN:
+			return true, nil
+		case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
+		default:
+			return false, os.NewSyscallError("connect", err)
+		}
+	}
+	return false, nil
+}
+
+// adopt turns the connected socket fd into a net.Conn, which owns the
+// socket from then on (fd is closed in every case). The socket is made
+// blocking for the moment it is wrapped in an os.File, so that os.NewFile
+// does not register it with the poller only for Close to unregister it:
+// net.FileConn registers its duplicate and makes it non-blocking again.
+func adopt(fd, sotype int, o SocketOptions) (net.Conn, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(fd), "netns-socket")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("socket to conn: %w", err)
+	}
+	if err := finishTCP(c, sotype, o); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitAndAdopt waits for the connect in progress on fd, then adopts it.
+// fd is closed in every case but success.
+func waitAndAdopt(ctx context.Context, fd, sotype int, o SocketOptions) (net.Conn, error) {
 	// f owns fd from here; net.FileConn dups it, so f is always closed.
 	f := os.NewFile(uintptr(fd), "netns-socket")
 	defer f.Close()
-	if wait {
-		if err := waitConnect(ctx, f); err != nil {
-			return nil, err
-		}
+	if err := waitConnect(ctx, f, o.ConnectTimeout); err != nil {
+		return nil, err
 	}
 	c, err := net.FileConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("socket to conn: %w", err)
 	}
-	if sotype == unix.SOCK_STREAM {
-		// FileConn turned on Go's default keepalive; set ours.
-		if err := controlConn(c, func(fd int) error { return applyTCPOptions(fd, o, true) }); err != nil {
-			c.Close()
-			return nil, err
-		}
+	if err := finishTCP(c, sotype, o); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// finishTCP applies o's TCP options to a TCP conn made by net.FileConn, and
+// closes c if that fails.
+func finishTCP(c net.Conn, sotype int, o SocketOptions) error {
+	if sotype != unix.SOCK_STREAM {
+		return nil
+	}
+	if err := controlConn(c, func(fd int) error { return applyFileConnTCPOptions(fd, o) }); err != nil {
+		c.Close()
+		return err
+	}
+	return nil
 }
 
 // setupSocket applies what net.Dialer would (IPV6_V6ONLY, SO_BROADCAST),
@@ -140,7 +202,7 @@ func setupSocket(fd int, network string, family, sotype int, lsa unix.Sockaddr, 
 			return os.NewSyscallError("setsockopt SO_BROADCAST", err)
 		}
 	}
-	if err := applyAddrOptions(fd, o); err != nil {
+	if err := applyAddrOptions(fd, family, o); err != nil {
 		return fmt.Errorf("socket options: %w", err)
 	}
 	if lsa != nil {
@@ -154,11 +216,19 @@ func setupSocket(fd int, network string, family, sotype int, lsa unix.Sockaddr, 
 // aLongTimeAgo is a deadline in the past, to wake a blocked wait at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// waitConnect waits for the non-blocking connect on f to finish, or for
+// waitConnect waits for the non-blocking connect on f to finish, for
+// timeout (if > 0) to pass (then it returns os.ErrDeadlineExceeded), or for
 // ctx to end (then it returns ctx's error).
-func waitConnect(ctx context.Context, f *os.File) error {
-	if d, ok := ctx.Deadline(); ok {
-		if err := f.SetWriteDeadline(d); err != nil {
+func waitConnect(ctx context.Context, f *os.File, timeout time.Duration) error {
+	deadline, hasDeadline := ctx.Deadline()
+	byTimeout := false
+	if timeout > 0 {
+		if d := time.Now().Add(timeout); !hasDeadline || d.Before(deadline) {
+			deadline, hasDeadline, byTimeout = d, true, true
+		}
+	}
+	if hasDeadline {
+		if err := f.SetWriteDeadline(deadline); err != nil {
 			return fmt.Errorf("set connect deadline: %w", err)
 		}
 	}
@@ -197,7 +267,10 @@ func waitConnect(ctx context.Context, f *os.File) error {
 			return cerr
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return context.DeadlineExceeded // only ctx sets deadlines here
+			if byTimeout {
+				return os.ErrDeadlineExceeded
+			}
+			return context.DeadlineExceeded // the context's deadline
 		}
 		return fmt.Errorf("connect wait: %w", err)
 	}

@@ -110,27 +110,49 @@ func TestDialOptionsAfterConnect(t *testing.T) {
 	}
 	defer ln.Close()
 	acceptAll(ln)
-	c, err := ns.NS.Dial(ctx, "tcp", ln.Addr().String(), redirect.SocketOptions{KeepAlive: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for _, o := range []struct {
+	type opt struct {
 		name       string
 		level, opt int
 		want       int
-	}{
-		{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 0},
-		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 30},
-		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 30},
-	} {
-		if v := sockopt(t, c.(syscall.Conn), o.level, o.opt); v != o.want {
-			t.Errorf("%s = %d, want %d", o.name, v, o.want)
-		}
 	}
-	if fl, err := unix.FcntlInt(uintptr(fdOf(t, c)), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
-		t.Errorf("dialed fd flags %#x (%v), want FD_CLOEXEC", fl, err)
+	for _, tc := range []struct {
+		o    redirect.SocketOptions
+		want []opt
+	}{
+		{redirect.SocketOptions{KeepAlive: 30 * time.Second}, []opt{
+			{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 0},
+			{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 30},
+			{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 30},
+		}},
+		{redirect.SocketOptions{NoDelay: true, Mark: 1337}, []opt{
+			{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+			{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0},
+			{"SO_MARK", unix.SOL_SOCKET, unix.SO_MARK, 1337},
+		}},
+	} {
+		c, err := ns.NS.Dial(ctx, "tcp", ln.Addr().String(), tc.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, o := range tc.want {
+			if v := sockopt(t, c.(syscall.Conn), o.level, o.opt); v != o.want {
+				t.Errorf("%+v: %s = %d, want %d", tc.o, o.name, v, o.want)
+			}
+		}
+		if fl, err := unix.FcntlInt(uintptr(fdOf(t, c)), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+			t.Errorf("dialed fd flags %#x (%v), want FD_CLOEXEC", fl, err)
+		}
+		if fl, err := unix.FcntlInt(uintptr(fdOf(t, c)), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
+			t.Errorf("dialed fd status flags %#x (%v), want O_NONBLOCK", fl, err)
+		}
+		if got, want := c.RemoteAddr().String(), ln.Addr().String(); got != want {
+			t.Errorf("RemoteAddr = %s, want %s", got, want)
+		}
+		if la, ok := c.LocalAddr().(*net.TCPAddr); !ok || la.Port == 0 || !la.IP.IsLoopback() {
+			t.Errorf("LocalAddr = %v, want a loopback address with a port", c.LocalAddr())
+		}
 	}
 }
 
@@ -198,6 +220,23 @@ func TestDialContextEnds(t *testing.T) {
 	}
 	if _, err := ns.NS.Dial(ctx, "tcp", addr, redirect.SocketOptions{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Dial with a done ctx = %v, want context.Canceled", err)
+	}
+
+	// ConnectTimeout without a context deadline, and shorter than the context's.
+	for _, ctxTimeout := range []time.Duration{0, time.Hour} {
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if ctxTimeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, ctxTimeout)
+		}
+		start = time.Now()
+		_, err := ns.NS.Dial(ctx, "tcp", addr, redirect.SocketOptions{ConnectTimeout: 100 * time.Millisecond})
+		cancel()
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("Dial past ConnectTimeout (context timeout %v) = %v, want an i/o timeout", ctxTimeout, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("Dial took %v with a 100ms ConnectTimeout", d)
+		}
 	}
 }
 
@@ -307,14 +346,16 @@ func BenchmarkNetNSDial(b *testing.B) {
 		b.Skip("needs root: creating network namespaces")
 	}
 	ns := redirecttest.NewNetNS(b)
-	ctx := context.Background()
-	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
+	ln, err := ns.NS.Listen(context.Background(), "tcp", "127.0.0.1:0", redirect.SocketOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ln.Close()
 	acceptAll(ln)
 	addr := ln.Addr().String()
+	// As the proxy dials: with a connect timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
 	o := redirect.SocketOptions{Mark: 1337, NoDelay: true, KeepAlive: 180 * time.Second}
 	for _, bc := range []struct {
 		name string
@@ -347,5 +388,95 @@ func BenchmarkNetNSDial(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestDialSpareSocketsClosed(t *testing.T) {
+	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
+	ns := redirecttest.NewNetNS(t)
+	ctx := context.Background()
+	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acceptAll(ln)
+	before := openFDs(t)
+	h, err := redirect.OpenNetNS(ns.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More dials than the thread keeps spares: some take a spare, some ask the thread.
+	for range 20 {
+		c, err := h.Dial(ctx, "tcp", ln.Addr().String(), redirect.SocketOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	u, err := h.Dial(ctx, "udp", "127.0.0.1:53", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err) // a UDP "dial" sends nothing; it leaves spares of another kind
+	}
+	u.Close()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The accepted side closes asynchronously; the spares are closed by Close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := openFDs(t)
+		if n <= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fds open after Close, %d before the first Dial: spare sockets leaked", n, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// DialAddrPort connects as Dial does, and fails with the same error text.
+func TestDialAddrPort(t *testing.T) {
+	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
+	ns := redirecttest.NewNetNS(t)
+	ctx := context.Background()
+	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acceptAll(ln)
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	for _, network := range []string{"tcp", "tcp4"} {
+		c, err := ns.NS.DialAddrPort(ctx, network, ap, redirect.SocketOptions{NoDelay: true})
+		if err != nil {
+			t.Fatalf("DialAddrPort %s %s: %v", network, ap, err)
+		}
+		if got := c.RemoteAddr().String(); got != ap.String() {
+			t.Errorf("RemoteAddr = %s, want %s", got, ap)
+		}
+		c.Close()
+	}
+	refused := netip.MustParseAddrPort("127.0.0.1:1")
+	_, errAP := ns.NS.DialAddrPort(ctx, "tcp", refused, redirect.SocketOptions{})
+	_, errStr := ns.NS.Dial(ctx, "tcp", refused.String(), redirect.SocketOptions{})
+	if errAP == nil || errStr == nil || errAP.Error() != errStr.Error() {
+		t.Errorf("refused: DialAddrPort error %v, Dial error %v; want the same", errAP, errStr)
+	}
+	// The namespace-less path (nil NetNS) goes through Dial.
+	var host *redirect.NetNS
+	if _, err := host.DialAddrPort(ctx, "tcp", refused, redirect.SocketOptions{}); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("host DialAddrPort to a closed port = %v, want ECONNREFUSED", err)
 	}
 }

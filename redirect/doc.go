@@ -5,8 +5,9 @@
 //
 //   - [NetNS], an open handle to a network namespace, and [NetNS.Do] to run
 //     code on an OS thread switched into it;
-//   - [NetNS.Listen] and [NetNS.Dial], which create sockets inside a
-//     namespace (the sockets stay there and may be used from any goroutine);
+//   - [NetNS.Listen], [NetNS.Dial] and [NetNS.DialAddrPort], which create
+//     sockets inside a namespace (the sockets stay there and may be used from
+//     any goroutine);
 //   - [Control] and [SocketOptions] for SO_MARK, IP_TRANSPARENT,
 //     SO_REUSEPORT, TCP_NODELAY and keepalive, in the signature of
 //     net.Dialer.Control and net.ListenConfig.Control;
@@ -23,5 +24,7 @@
 // must not race with other methods. Do locks the calling goroutine to its OS
 // thread for the duration of fn. The first TCP/UDP Dial on a NetNS starts its
 // socket thread (one OS thread kept inside the namespace, which only runs
-// socket(2)); it exits after a minute without dials, or on Close.
+// socket(2), and keeps a few spare sockets so that most dials need not wake
+// it); it exits, closing its spares, after a minute without dials, or on
+// Close.
 package redirect

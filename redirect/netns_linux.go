@@ -103,8 +103,8 @@ func newNetNS(f *os.File, path string) (*NetNS, error) {
 // must not be closed by the caller.
 func (n *NetNS) Fd() int { return int(n.f.Fd()) }
 
-// Close stops the namespace's socket thread (started by [NetNS.Dial]) and
-// releases the handle.
+// Close stops the namespace's socket thread (started by [NetNS.Dial]), which
+// closes its spare sockets, and releases the handle.
 func (n *NetNS) Close() error {
 	n.stopSockThread()
 	if err := n.f.Close(); err != nil {

@@ -26,16 +26,20 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	if !ok {
 		return netip.AddrPort{}, fmt.Errorf("original dst: %T has no socket: %w", c, ErrNotSupported)
 	}
-	if _, ok := c.LocalAddr().(*net.TCPAddr); !ok {
+	la, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
 		return netip.AddrPort{}, fmt.Errorf("original dst: %s is not TCP: %w", c.LocalAddr().Network(), ErrNotSupported)
 	}
+	// An IPv4 local address (also IPv4-mapped, on a dual-stack socket) means
+	// the IPv4 conntrack has the connection.
+	v4 := la.IP.To4() != nil
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original dst: %w", err)
 	}
 	var dst netip.AddrPort
 	var opErr error
-	if err := rc.Control(func(fd uintptr) { dst, opErr = originalDstFd(int(fd)) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { dst, opErr = originalDstFd(int(fd), v4) }); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original dst: %w", err)
 	}
 	if opErr != nil {
@@ -44,24 +48,11 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	return dst, nil
 }
 
-func originalDstFd(fd int) (netip.AddrPort, error) {
-	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("get SO_DOMAIN: %w", err)
-	}
-	if domain == unix.AF_INET {
-		return getOrigDst(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST)
-	}
-	// AF_INET6: IPv4 clients of a dual-stack socket are tracked by the IPv4
-	// conntrack, so try the v4 option for mapped local addresses first.
-	v4first := false
-	if sa, err := unix.Getsockname(fd); err == nil {
-		if sa6, ok := sa.(*unix.SockaddrInet6); ok {
-			v4first = netip.AddrFrom16(sa6.Addr).Is4In6()
-		}
-	}
+// originalDstFd asks the conntrack of the connection's family (v4: IPv4)
+// first, then the other one.
+func originalDstFd(fd int, v4 bool) (netip.AddrPort, error) {
 	first, second := [2]int{unix.SOL_IPV6, ip6tSOOriginalDst}, [2]int{unix.SOL_IP, unix.SO_ORIGINAL_DST}
-	if v4first {
+	if v4 {
 		first, second = second, first
 	}
 	dst, err := getOrigDst(fd, first[0], first[1])

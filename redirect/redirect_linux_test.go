@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -247,5 +249,58 @@ func TestTransparentDial(t *testing.T) {
 	defer s.Close()
 	if got := s.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != spoof.Addr() {
 		t.Errorf("peer sees source %v, want %v", got, spoof.Addr())
+	}
+}
+
+// TestOriginalDstNAT reads the pre-NAT destination of connections redirected
+// by iptables, for an IPv4 listener and for IPv4 and IPv6 clients of a
+// dual-stack listener.
+func TestOriginalDstNAT(t *testing.T) {
+	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skip("needs " + tool)
+		}
+	}
+	ns := redirecttest.NewNetNS(t)
+	ctx := context.Background()
+	ln4, err := ns.NS.Listen(ctx, "tcp4", "127.0.0.1:0", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	ln6, err := ns.NS.Listen(ctx, "tcp", "[::]:0", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+	port := func(ln net.Listener) string { return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) }
+	ns.Exec(t, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", "9", "-j", "REDIRECT", "--to-ports", port(ln4))
+	ns.Exec(t, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.2", "--dport", "10", "-j", "REDIRECT", "--to-ports", port(ln6))
+	ns.Exec(t, "ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "::1", "--dport", "11", "-j", "REDIRECT", "--to-ports", port(ln6))
+	for _, tc := range []struct {
+		ln   net.Listener
+		dial string
+	}{
+		{ln4, "127.0.0.1:9"},
+		{ln6, "127.0.0.2:10"},
+		{ln6, "[::1]:11"},
+	} {
+		c, err := ns.NS.Dial(ctx, "tcp", tc.dial, redirect.SocketOptions{})
+		if err != nil {
+			t.Fatalf("dial %s: %v", tc.dial, err)
+		}
+		s, err := tc.ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := redirect.OriginalDst(s)
+		if err != nil {
+			t.Errorf("OriginalDst of a connection to %s: %v", tc.dial, err)
+		} else if want := netip.MustParseAddrPort(tc.dial); got != want {
+			t.Errorf("OriginalDst = %s, want %s", got, want)
+		}
+		s.Close()
+		c.Close()
 	}
 }

@@ -37,6 +37,13 @@ type SocketOptions struct {
 	// (rounded down to seconds, at least 1 s). 0 leaves keepalive off on
 	// sockets created by Listen and Dial.
 	KeepAlive time.Duration
+	// ConnectTimeout > 0 bounds how long Dial waits for a TCP connect to
+	// complete, as net.Dialer.Timeout does; a dial that runs out fails with
+	// an i/o timeout (os.ErrDeadlineExceeded). The earlier of it and the
+	// context's deadline applies. It costs nothing when the connect
+	// completes at once, unlike a context with a timeout, which arms a
+	// timer per dial. 0 leaves only the context to bound the dial.
+	ConnectTimeout time.Duration
 }
 
 // Control returns a function, with the signature of net.Dialer.Control and
@@ -59,18 +66,19 @@ func Control(o SocketOptions) func(network, address string, c syscall.RawConn) e
 }
 
 func applyOptions(fd int, network string, o SocketOptions) error {
-	if err := applyAddrOptions(fd, o); err != nil {
+	if err := applyAddrOptions(fd, 0, o); err != nil {
 		return err
 	}
 	if !isTCP(network) {
 		return nil
 	}
-	return applyTCPOptions(fd, o, false)
+	return applyTCPOptions(fd, o)
 }
 
 // applyAddrOptions sets the options that must be in place before the socket
-// is bound or connected: mark, reuseport and transparent.
-func applyAddrOptions(fd int, o SocketOptions) error {
+// is bound or connected: mark, reuseport and transparent. family is the
+// socket's (AF_INET or AF_INET6), 0 if unknown.
+func applyAddrOptions(fd, family int, o SocketOptions) error {
 	if o.Mark != 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark)); err != nil {
 			return fmt.Errorf("set SO_MARK %d: %w", o.Mark, err)
@@ -82,9 +90,12 @@ func applyAddrOptions(fd int, o SocketOptions) error {
 		}
 	}
 	if o.Transparent {
-		domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if err != nil {
-			return fmt.Errorf("get SO_DOMAIN: %w", err)
+		domain := family
+		if domain == 0 {
+			var err error
+			if domain, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+				return fmt.Errorf("get SO_DOMAIN: %w", err)
+			}
 		}
 		// Both families set the same per-socket flags; a v6 socket also covers
 		// IPv4-mapped addresses.
@@ -102,25 +113,45 @@ func applyAddrOptions(fd int, o SocketOptions) error {
 	return nil
 }
 
-// applyTCPOptions sets TCP_NODELAY and keepalive on a TCP socket. With
-// keepAliveOff it also turns keepalive off when o.KeepAlive is 0 (for
-// sockets where something else may have turned it on).
-func applyTCPOptions(fd int, o SocketOptions, keepAliveOff bool) error {
+// applyTCPOptions sets TCP_NODELAY and, when o.KeepAlive > 0, keepalive on
+// a new TCP socket.
+func applyTCPOptions(fd int, o SocketOptions) error {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, boolInt(o.NoDelay)); err != nil {
 		return fmt.Errorf("set TCP_NODELAY: %w", err)
 	}
 	if o.KeepAlive <= 0 {
-		if keepAliveOff {
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0); err != nil {
-				return fmt.Errorf("clear SO_KEEPALIVE: %w", err)
-			}
-		}
 		return nil
 	}
 	secs := max(int(o.KeepAlive/time.Second), 1)
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
 		return fmt.Errorf("set SO_KEEPALIVE: %w", err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
+		return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs); err != nil {
+		return fmt.Errorf("set TCP_KEEPINTVL: %w", err)
+	}
+	return nil
+}
+
+// applyFileConnTCPOptions sets o's TCP options on a socket that
+// net.FileConn has just wrapped. FileConn turns TCP_NODELAY on and enables
+// keepalive with Go's defaults (15 s idle and interval, 9 probes), so only
+// what differs from that is set.
+func applyFileConnTCPOptions(fd int, o SocketOptions) error {
+	if !o.NoDelay {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 0); err != nil {
+			return fmt.Errorf("clear TCP_NODELAY: %w", err)
+		}
+	}
+	if o.KeepAlive <= 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0); err != nil {
+			return fmt.Errorf("clear SO_KEEPALIVE: %w", err)
+		}
+		return nil
+	}
+	secs := max(int(o.KeepAlive/time.Second), 1)
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
 		return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
 	}
@@ -186,10 +217,25 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string, o SocketOptions)
 	return n.dialSetns(ctx, network, addr, o)
 }
 
+// DialAddrPort is Dial to an address already parsed: the same connection and errors, without
+// formatting and parsing the address, and with a shallower stack.
+func (n *NetNS) DialAddrPort(ctx context.Context, network string, raddr netip.AddrPort, o SocketOptions) (net.Conn, error) {
+	if n != nil {
+		if threadDialableAddr(network, raddr.Addr(), o) {
+			c, err := n.dialThread(ctx, network, raddr, o)
+			if err != nil {
+				return nil, fmt.Errorf("dial %s %s in %s: %w", network, raddr, n, err)
+			}
+			return c, nil
+		}
+	}
+	return n.Dial(ctx, network, raddr.String(), o)
+}
+
 // dialSetns dials with the calling thread switched into n for the whole
 // dial (connect included).
 func (n *NetNS) dialSetns(ctx context.Context, network, addr string, o SocketOptions) (net.Conn, error) {
-	d := net.Dialer{Control: Control(o), KeepAlive: -1}
+	d := net.Dialer{Control: Control(o), KeepAlive: -1, Timeout: o.ConnectTimeout}
 	if o.LocalAddr.IsValid() {
 		la := o.LocalAddr.Addr().Unmap()
 		switch {

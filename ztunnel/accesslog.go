@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/workload"
@@ -47,9 +48,7 @@ func (ci *connInfo) view() ConnView {
 }
 
 // logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
-// at WARN with the error when it failed. It builds the record itself: the same line as
-// Logger.LogAttrs (our handlers never add the source location), without walking the stack,
-// and with one clock reading for both the record time and the duration.
+// at WARN with the error when it failed.
 func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	if err == nil {
 		err = res.Err
@@ -61,11 +60,83 @@ func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	ctx := context.Background()
 	h := log.Handler()
-	if !h.Enabled(ctx, level) {
+	if !h.Enabled(context.Background(), level) {
 		return
 	}
+	now := time.Now()
+	if th := directText(h); th != nil {
+		bp := linePool.Get().(*[]byte)
+		b := th.appendHeader((*bp)[:0], now, level, msg)
+		b = appendConnAttrs(b, ci, res, err, now)
+		th.writeLine(b)
+		if cap(b) <= maxPooledLine {
+			*bp = b[:0]
+			linePool.Put(bp)
+		}
+		return
+	}
+	logConnRecord(h, ci, res, err, now, level, msg)
+}
+
+// appendConnAttrs writes the fields of the access-log line in slog's text format: the same
+// keys, order and values as logConnRecord.
+func appendConnAttrs(b []byte, ci *connInfo, res spliceResult, err error, now time.Time) []byte {
+	b = appendAddrAttr(b, " src.addr=", ci.Src)
+	b = appendAddrAttr(b, " dst.addr=", ci.Dst)
+	if ci.HBONEAddr != "" {
+		b = appendTextAttr(b, " dst.hbone_addr=", ci.HBONEAddr)
+	}
+	if w := ci.SrcWorkload; w != nil {
+		b = appendTextAttr(b, " src.workload=", w.Name)
+		b = appendTextAttr(b, " src.namespace=", w.Namespace)
+	}
+	if ci.SrcIdentity != "" {
+		b = appendTextAttr(b, " src.identity=", ci.SrcIdentity)
+	}
+	if ci.DstService != "" {
+		b = appendTextAttr(b, " dst.service=", ci.DstService)
+	}
+	if w := ci.DstWorkload; w != nil {
+		b = appendTextAttr(b, " dst.workload=", w.Name)
+		b = appendTextAttr(b, " dst.namespace=", w.Namespace)
+	}
+	if ci.DstIdentity != "" {
+		b = appendTextAttr(b, " dst.identity=", ci.DstIdentity)
+	}
+	b = appendTextAttr(b, " direction=", ci.Direction)
+	b = appendTextAttr(b, " protocol=", ci.Protocol)
+	b = strconv.AppendInt(append(b, " bytes_sent="...), res.Sent, 10)
+	b = strconv.AppendInt(append(b, " bytes_recv="...), res.Received, 10)
+	b = append(append(b, " duration="...), now.Sub(ci.Start).String()...)
+	if err != nil {
+		b = appendTextAttr(b, " error=", err.Error())
+	}
+	return b
+}
+
+// appendTextAttr writes key (" name=") and the string v.
+func appendTextAttr(b []byte, key, v string) []byte {
+	return appendTextString(append(b, key...), v)
+}
+
+// appendAddrAttr writes key and a as its String method spells it.
+func appendAddrAttr(b []byte, key string, a netip.AddrPort) []byte {
+	b = append(b, key...)
+	switch {
+	case !a.IsValid():
+		return appendTextString(b, a.String())
+	case a.Addr().Zone() == "":
+		return a.AppendTo(b) // digits, dots, colons and brackets: never quoted
+	}
+	start := len(b)
+	return quoteFrom(a.AppendTo(b), start)
+}
+
+// logConnRecord writes the access-log line through h as a record, for handlers other than
+// NewTextHandler's (JSON, tests): the same line as Logger.LogAttrs (our handlers never add
+// the source location), without walking the stack.
+func logConnRecord(h slog.Handler, ci *connInfo, res spliceResult, err error, now time.Time, level slog.Level, msg string) {
 	var buf [18]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("src.addr", ci.Src.String()),
@@ -89,7 +160,6 @@ func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	if ci.DstIdentity != "" {
 		attrs = append(attrs, slog.String("dst.identity", ci.DstIdentity))
 	}
-	now := time.Now()
 	attrs = append(attrs,
 		slog.String("direction", ci.Direction),
 		slog.String("protocol", ci.Protocol),
@@ -102,5 +172,5 @@ func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 	}
 	r := slog.NewRecord(now, level, msg, 0)
 	r.AddAttrs(attrs...)
-	h.Handle(ctx, r) //nolint:errcheck // like Logger.LogAttrs: a failed log write has nowhere to go
+	h.Handle(context.Background(), r) //nolint:errcheck // like Logger.LogAttrs: a failed log write has nowhere to go
 }

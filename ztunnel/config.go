@@ -389,7 +389,7 @@ func NewLogger(getenv func(string) string) (*slog.Logger, *slog.LevelVar, error)
 		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	var h slog.Handler = NewTextHandler(os.Stderr, opts)
 	switch f := strings.TrimSpace(getenv("LOG_FORMAT")); f {
 	case "", "plain", "text":
 	case "json":

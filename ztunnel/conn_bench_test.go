@@ -83,7 +83,7 @@ func BenchmarkConnBookkeeping(b *testing.B) {
 		ci := *tmpl
 		func() {
 			defer pod.socketOpened(reporterSource)()
-			_, cancel := context.WithCancelCause(pod.ctx)
+			_, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			tc := &trackedConn{cancel: cancel}
 			defer pod.conns.track(tc)()

@@ -30,20 +30,28 @@ type ConnView struct {
 	Protocol    string // "TCP" | "HBONE"
 }
 
-// connTracker holds a pod's live connections.
+// connTracker holds a pod's live connections. It also ends them when the pod stops (endAll):
+// a connection's context is not a child of the pod's, which would register every connection in
+// the pod context's children under its lock.
 type connTracker struct {
-	mu    sync.Mutex // guards conns and the guarded fields of every trackedConn
+	mu    sync.Mutex // guards conns, ended and the guarded fields of every trackedConn
 	conns map[*trackedConn]struct{}
+	ended error // set by endAll: connections tracked later are cancelled with it at once
 }
 
-// track registers a connection; the returned function unregisters it.
+// track registers a connection; the returned function unregisters it. After endAll, tc is
+// cancelled at once.
 func (t *connTracker) track(tc *trackedConn) (untrack func()) {
 	t.mu.Lock()
 	if t.conns == nil {
 		t.conns = map[*trackedConn]struct{}{}
 	}
 	t.conns[tc] = struct{}{}
+	ended := t.ended
 	t.mu.Unlock()
+	if ended != nil {
+		tc.cancel(ended)
+	}
 	return func() {
 		t.mu.Lock()
 		delete(t.conns, tc)
@@ -112,6 +120,23 @@ func (t *connTracker) reauthorize(snap *workload.Snapshot) int {
 		}
 	}
 	return closed
+}
+
+// endAll cancels every live connection with cause, and every connection tracked later with the
+// first cause endAll was given (as a context keeps its first cancellation cause).
+func (t *connTracker) endAll(cause error) {
+	t.mu.Lock()
+	if t.ended == nil {
+		t.ended = cause
+	}
+	cancels := make([]context.CancelCauseFunc, 0, len(t.conns))
+	for tc := range t.conns {
+		cancels = append(cancels, tc.cancel)
+	}
+	t.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel(cause)
+	}
 }
 
 // count is the number of live connections.

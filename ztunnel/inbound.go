@@ -2,6 +2,7 @@ package ztunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,8 +25,9 @@ import (
 // It stays blocked in splice for the life of the tunnel, so its own frame is kept small (issue 5:
 // the stack of an idle connection): setup and failure paths live in separate, non-inlined functions.
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
-	ci, peer := newInboundHBONEInfo(r)
-	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	growStack()
+	ci, peer := pod.newInboundHBONEInfo(r)
+	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
 	defer pod.conns.track(tc)()
@@ -41,15 +43,38 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 // verified identity, nil if its certificate has none.
 //
 //go:noinline
-func newInboundHBONEInfo(r *hbone.Request) (*connInfo, *certs.Identity) {
+func (pod *podProxy) newInboundHBONEInfo(r *hbone.Request) (*connInfo, *certs.Identity) {
 	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
 		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
-	id, err := certs.PeerIdentity(r.TLS)
-	if err != nil {
+	peer := pod.peerOf(r.TLS)
+	if !peer.ok {
 		return ci, nil
 	}
-	ci.SrcIdentity = id.String()
-	return ci, &id
+	ci.SrcIdentity = peer.str
+	return ci, &peer.id
+}
+
+// peerMemo is the verified identity of the client of one HBONE connection.
+type peerMemo struct {
+	tls *tls.ConnectionState // the connection's; shared by its streams
+	id  certs.Identity
+	str string // id.String()
+	ok  bool   // the certificate has an identity
+}
+
+// peerOf returns the client identity of a TLS connection, remembered for the last connection
+// asked about: the streams of one connection share its *tls.ConnectionState, so the certificate
+// is read once per connection rather than per stream. The memo is immutable once stored.
+func (pod *podProxy) peerOf(cs *tls.ConnectionState) *peerMemo {
+	if m := pod.lastPeer.Load(); m != nil && m.tls == cs && cs != nil {
+		return m
+	}
+	m := &peerMemo{tls: cs}
+	if id, err := certs.PeerIdentity(cs); err == nil {
+		m.id, m.str, m.ok = id, id.String(), true
+	}
+	pod.lastPeer.Store(m)
+	return m
 }
 
 // acceptInbound connects to the application and accepts the tunnel, or rejects it and records
@@ -57,7 +82,15 @@ func newInboundHBONEInfo(r *hbone.Request) (*connInfo, *certs.Identity) {
 //
 //go:noinline
 func (pod *podProxy) acceptInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (*hbone.Stream, net.Conn) {
-	code, up, err := pod.connectInbound(ctx, r, ci, tc, peer)
+	// The dial runs from here rather than from checkInbound, whose frame would add to the
+	// deepest stack of the handler (see growStack).
+	code, err := pod.checkInbound(ctx, r, ci, tc, peer)
+	var up net.Conn
+	if err == nil {
+		if up, err = pod.dialApp(ctx, ci.Src.Addr(), ci.Dst); err != nil {
+			code, err = http.StatusServiceUnavailable, fmt.Errorf("connect to application %s: %w", ci.Dst, err)
+		}
+	}
 	if err != nil {
 		r.Reject(code, err.Error())
 		pod.finish(ci, spliceResult{}, err)
@@ -80,40 +113,38 @@ func (pod *podProxy) spliceAndFinish(ctx context.Context, ci *connInfo, down, up
 	pod.finish(ci, splice(ctx, down, up), nil)
 }
 
-func (pod *podProxy) connectInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (int, net.Conn, error) {
+// checkInbound validates the target of an inbound HBONE stream and authorizes it, or returns
+// the status to reject it with.
+func (pod *podProxy) checkInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (int, error) {
 	host, port, err := hbone.ParseAuthority(r.Authority)
 	if err != nil {
-		return http.StatusBadRequest, nil, fmt.Errorf("bad :authority %q: %w", r.Authority, err)
+		return http.StatusBadRequest, fmt.Errorf("bad :authority %q: %w", r.Authority, err)
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return http.StatusBadRequest, nil, fmt.Errorf("hostname :authority %q is not supported without a waypoint", r.Authority)
+		return http.StatusBadRequest, fmt.Errorf("hostname :authority %q is not supported without a waypoint", r.Authority)
 	}
 	ip = ip.Unmap()
 	// The tunnel was dialed to this pod's address; the target must be the same pod.
 	local := addrPort(r.LocalAddr).Addr()
 	if ip != local {
-		return http.StatusBadRequest, nil, fmt.Errorf("target %s does not match the address the tunnel reached (%s)", ip, local)
+		return http.StatusBadRequest, fmt.Errorf("target %s does not match the address the tunnel reached (%s)", ip, local)
 	}
 	ci.Dst = netip.AddrPortFrom(ip, port)
 	if illegalPort(port) {
-		return http.StatusServiceUnavailable, nil, fmt.Errorf("refusing connection to proxy port %d (would loop)", port)
+		return http.StatusServiceUnavailable, fmt.Errorf("refusing connection to proxy port %d (would loop)", port)
 	}
 	if h := hbone.ForwardedHost(r.Header.Get(hbone.HeaderForwarded)); h != "" {
 		ci.DstService = h
 	}
 	if err := pod.admit(ctx, ci, tc, peer); err != nil {
 		if _, denied := err.(*policyError); denied {
-			return http.StatusUnauthorized, nil, err
+			return http.StatusUnauthorized, err
 		}
-		return http.StatusServiceUnavailable, nil, err
-	}
-	up, err := pod.dialApp(ctx, ci.Src.Addr(), ci.Dst)
-	if err != nil {
-		return http.StatusServiceUnavailable, nil, fmt.Errorf("connect to application %s: %w", ci.Dst, err)
+		return http.StatusServiceUnavailable, err
 	}
 	ci.ActualDst = ci.Dst
-	return http.StatusOK, up, nil
+	return http.StatusOK, nil
 }
 
 // admit finds the pod's own workload (waiting briefly if the pod is newer than the config) and
@@ -125,7 +156,7 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 		return fmt.Errorf("unknown destination workload: %w", err)
 	}
 	ci.DstWorkload = dst
-	ci.DstIdentity = pod.p.identityOf(dst).String()
+	ci.DstIdentity = pod.identityString(dst)
 	snap := pod.p.store.Load()
 	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
 	ci.DstSvc = guessInboundService(snap, dst, ci.DstService, ci.Dst.Port())
@@ -141,7 +172,7 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
 	ci := newConnInfo("inbound", "TCP", c)
 	defer pod.socketOpened(reporterDestination)()
-	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
 	defer pod.conns.track(tc)()
@@ -198,14 +229,14 @@ func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, tc *trackedConn)
 func (pod *podProxy) dialApp(ctx context.Context, client netip.Addr, dst netip.AddrPort) (net.Conn, error) {
 	want := pod.p.cfg.OrigSrc
 	if want != nil && !*want || !client.IsValid() || client == dst.Addr() {
-		return pod.dial(ctx, "tcp", dst.String(), netip.AddrPort{})
+		return pod.ns.DialAddrPort(ctx, "tcp", dst, pod.socketOptions(netip.AddrPort{}))
 	}
-	c, err := pod.dial(ctx, "tcp", dst.String(), netip.AddrPortFrom(client, 0))
+	c, err := pod.ns.DialAddrPort(ctx, "tcp", dst, pod.socketOptions(netip.AddrPortFrom(client, 0)))
 	if err == nil || want != nil || !spoofRefused(err) {
 		return c, err
 	}
 	pod.log.Debug("source-preserving dial failed, using the pod address", "error", err)
-	return pod.dial(ctx, "tcp", dst.String(), netip.AddrPort{})
+	return pod.ns.DialAddrPort(ctx, "tcp", dst, pod.socketOptions(netip.AddrPort{}))
 }
 
 // spoofRefused reports errors that mean the kernel would not let us use the client's address.

@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"cmp"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +20,9 @@ type proxyMetrics struct {
 	opened, closed, failed, received, sent *prometheus.CounterVec
 	// sockets counts accepted downstream sockets, by reporter.
 	sockets *prometheus.GaugeVec
+	// socketsBy are the sockets gauges by reporter (source, destination), bound on first use
+	// (see podProxy.socketOpened).
+	socketsBy [2]atomic.Pointer[boundGauge]
 	// series caches the connection metrics' series by label set (metrics_traffic.go).
 	series seriesCache
 

@@ -212,10 +212,30 @@ func (pod *podProxy) socketOpened(reporter string) (closed func()) {
 	if m == nil {
 		return func() {}
 	}
-	g := m.sockets.WithLabelValues(reporter)
-	g.Inc()
-	return g.Dec
+	var slot *atomic.Pointer[boundGauge]
+	switch reporter {
+	case reporterSource:
+		slot = &m.socketsBy[0]
+	case reporterDestination:
+		slot = &m.socketsBy[1]
+	default:
+		g := m.sockets.WithLabelValues(reporter)
+		g.Inc()
+		return g.Dec
+	}
+	b := slot.Load()
+	if b == nil {
+		g := m.sockets.WithLabelValues(reporter)
+		b = &boundGauge{inc: g.Inc, dec: g.Dec}
+		slot.Store(b) // a racing binder stores the same gauge
+	}
+	b.inc()
+	return b.dec
 }
+
+// boundGauge is a gauge of a vector, bound once, with its method values made once (a method
+// value made per call is an allocation).
+type boundGauge struct{ inc, dec func() }
 
 // guessInboundService picks the service an inbound connection to w was for, as the reference
 // does: the service the client named (Forwarded host) if w is one of its endpoints, else the

@@ -25,12 +25,12 @@ import (
 func (pod *podProxy) handleOutbound(c net.Conn) {
 	ci := newConnInfo("outbound", "", c)
 	defer pod.socketOpened(reporterSource)()
-	connCtx, cancel := context.WithCancelCause(pod.ctx)
+	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
 	defer pod.conns.track(tc)()
 
-	up, err := pod.connectOutbound(c, ci)
+	up, err := pod.connectOutbound(connCtx, c, ci)
 	if err != nil {
 		pod.refuse(c, ci, err)
 		return
@@ -39,8 +39,9 @@ func (pod *podProxy) handleOutbound(c net.Conn) {
 	pod.spliceAndFinish(connCtx, ci, c, up)
 }
 
-// connectOutbound resolves where c should go and opens the upstream connection.
-func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error) {
+// connectOutbound resolves where c should go and opens the upstream connection. ctx is the
+// connection's.
+func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connInfo) (net.Conn, error) {
 	dst, err := redirect.OriginalDst(c)
 	if err != nil {
 		return nil, fmt.Errorf("original destination: %w", err)
@@ -49,19 +50,18 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if illegalPort(dst.Port()) && (dst.Addr().IsLoopback() || dst.Addr() == ci.Src.Addr()) {
 		return nil, fmt.Errorf("refusing connection to proxy port %d (would loop)", dst.Port())
 	}
-	src, err := pod.ownWorkload(pod.ctx, ci.Src.Addr())
+	src, err := pod.ownWorkload(ctx, ci.Src.Addr())
 	if err != nil {
 		return nil, err
 	}
 	ci.SrcWorkload = src
-	srcID := pod.p.identityOf(src)
 
 	snap := pod.p.store.Load()
 	target, svc, err := pod.resolve(snap, src, dst)
 	if err != nil {
 		return nil, err
 	}
-	if target.Workload == nil && svc == nil && pod.p.demand(pod.ctx, src.Network, dst.Addr()) {
+	if target.Workload == nil && svc == nil && pod.p.demand(ctx, src.Network, dst.Addr()) {
 		// Unknown here, but istiod may know it: the on-demand answer decides.
 		if target, svc, err = pod.resolve(pod.p.store.Load(), src, dst); err != nil {
 			return nil, err
@@ -72,7 +72,7 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 		// Not a mesh destination: pass through to where the client was going.
 		ci.Protocol, ci.ActualDst = "TCP", dst
 		pod.opened(ci)
-		return pod.dial(pod.ctx, "tcp", dst.String(), netip.AddrPort{})
+		return pod.ns.DialAddrPort(ctx, "tcp", dst, pod.socketOptions(netip.AddrPort{}))
 	}
 	ci.DstWorkload = target.Workload
 	if svc != nil {
@@ -91,11 +91,11 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 	if target.Workload.Protocol != workload.ProtocolHBONE {
 		ci.Protocol, ci.ActualDst = "TCP", upAddr
 		pod.opened(ci)
-		return pod.dial(pod.ctx, "tcp", upAddr.String(), netip.AddrPort{})
+		return pod.ns.DialAddrPort(ctx, "tcp", upAddr, pod.socketOptions(netip.AddrPort{}))
 	}
 
 	ci.Protocol = "HBONE"
-	ci.SrcIdentity, ci.DstIdentity = srcID.String(), pod.p.identityOf(target.Workload).String()
+	ci.SrcIdentity, ci.DstIdentity = pod.identityString(src), pod.identityString(target.Workload)
 	ci.HBONEAddr = upAddr.String()
 	dstIDs := ci.DstIdentity
 	if svc != nil && len(svc.SubjectAltNames) > 0 {
@@ -108,20 +108,20 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 		SrcIP:         ci.Src.Addr().Unmap(),
 	}
 	ci.ActualDst = key.Dst
-	hdr := http.Header{}
 	host := ""
 	if svc != nil {
 		host = svc.Hostname
 	}
-	hdr.Set(hbone.HeaderForwarded, hbone.Forwarded(ci.Src, host))
-	hdr.Set(hbone.HeaderTraceparent, hbone.NewTraceparent())
-	if b := baggage(src, pod.p.cfg.ClusterID); b != "" {
-		hdr.Set(hbone.HeaderBaggage, b)
+	hdr := make(http.Header, 3)
+	hdr[canonicalForwarded] = []string{hbone.Forwarded(ci.Src, host)}
+	hdr[canonicalTraceparent] = []string{hbone.NewTraceparent()}
+	if b := pod.baggage(src); b != "" {
+		hdr[canonicalBaggage] = []string{b}
 	}
 	pod.opened(ci)
-	ctx, cancel := context.WithTimeout(pod.ctx, pod.p.cfg.ConnectTimeout)
+	cctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
-	st, err := pod.pool.Connect(ctx, key, upAddr.String(), hdr)
+	st, err := pod.pool.Connect(cctx, key, upAddr.String(), hdr)
 	if err != nil {
 		return nil, fmt.Errorf("HBONE connect to %s via %s: %w", upAddr, key.Dst, err)
 	}
@@ -130,11 +130,35 @@ func (pod *podProxy) connectOutbound(c net.Conn, ci *connInfo) (net.Conn, error)
 
 // ownWorkload is Proxy.sourceWorkload without its wait (a timer and a change subscription) when
 // the current snapshot already has the pod's workload, as it nearly always does.
+// The pod's own entry (found by its ZDS identity, whatever ip is) is remembered per snapshot.
 func (pod *podProxy) ownWorkload(ctx context.Context, ip netip.Addr) (*workload.Workload, error) {
-	if w := pod.lookupWorkload(pod.p.store.Load(), ip); w != nil {
+	snap := pod.p.store.Load()
+	if m := pod.own.Load(); m != nil && m.snap == snap {
+		return m.w, nil
+	}
+	if w := pod.findOwn(snap); w != nil {
+		pod.own.Store(&ownMemo{snap: snap, w: w, id: pod.p.identityOf(w).String()})
+		return w, nil
+	}
+	if w := pod.findOwnByAddr(snap, ip); w != nil {
 		return w, nil
 	}
 	return pod.p.sourceWorkload(ctx, pod, ip)
+}
+
+// ownMemo is the pod's own workload entry in one snapshot, and its identity.
+type ownMemo struct {
+	snap *workload.Snapshot
+	w    *workload.Workload
+	id   string // the SPIFFE identity of w
+}
+
+// identityString is the SPIFFE identity of w as a string; the pod's own is remembered.
+func (pod *podProxy) identityString(w *workload.Workload) string {
+	if m := pod.own.Load(); m != nil && m.w == w {
+		return m.id
+	}
+	return pod.p.identityOf(w).String()
 }
 
 // resolve maps the original destination to a mesh upstream. A zero target means "not in the
@@ -202,6 +226,32 @@ func identitySet(ids []string) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// The CONNECT headers in http.Header's canonical form, computed once (Header.Set would
+// canonicalize them, with an allocation, for every connection).
+var (
+	canonicalForwarded   = http.CanonicalHeaderKey(hbone.HeaderForwarded)
+	canonicalTraceparent = http.CanonicalHeaderKey(hbone.HeaderTraceparent)
+	canonicalBaggage     = http.CanonicalHeaderKey(hbone.HeaderBaggage)
+)
+
+// baggageMemo is the baggage header of one source workload.
+type baggageMemo struct {
+	w   *workload.Workload
+	val string
+}
+
+// baggage is baggage(w, cluster ID), remembered for the last workload asked about: a pod's
+// connections nearly all come from its own workload, and a workload is an immutable part of
+// a snapshot (a changed workload is a new pointer), so the pointer stands for its contents.
+func (pod *podProxy) baggage(w *workload.Workload) string {
+	if m := pod.lastBaggage.Load(); m != nil && m.w == w {
+		return m.val
+	}
+	m := &baggageMemo{w: w, val: baggage(w, pod.p.cfg.ClusterID)}
+	pod.lastBaggage.Store(m)
+	return m.val
 }
 
 // baggage describes the source workload to the destination (ztunnel-behavior.md §2.2).

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,9 +35,12 @@ type podProxy struct {
 	outbound, inbound, hboneLn net.Listener
 	hboneSrv                   *hbone.Server
 	pool                       *hbone.Pool
-	conns                      connTracker // live connections: dumps, re-authorization, forced drain
+	conns                      connTracker                 // live connections: dumps, re-authorization, forced drain
+	lastBaggage                atomic.Pointer[baggageMemo] // outbound: see podProxy.baggage
+	lastPeer                   atomic.Pointer[peerMemo]    // inbound: see podProxy.peerOf
+	own                        atomic.Pointer[ownMemo]     // see podProxy.ownWorkload
 
-	ctx    context.Context // cancelled when the pod's connections must end (removal, forced drain)
+	ctx    context.Context // cancelled when the pod's connections must end (removal, forced drain): see stop
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // accept loops and connection handlers: what a drain waits for
 	bg     sync.WaitGroup // background work that lives until ctx ends (policy watcher)
@@ -170,16 +174,41 @@ func (pod *podProxy) goAccept(ln net.Listener, handle func(net.Conn)) {
 			pod.wg.Add(1)
 			go func() {
 				defer pod.wg.Done()
+				growStack()
 				handle(c)
 			}()
 		}
 	}()
 }
 
+// growStack grows the calling goroutine's stack from 2 KiB to 4 KiB while it is still shallow.
+// A connection handler's stack grows to 4 KiB anyway while it sets the connection up (dial,
+// TLS, HBONE), and growing costs a copy of the stack plus a walk of every frame on it: at the
+// start, with two or three frames, that is a fraction of what it costs from deep inside a
+// dial. Growing to no more than the handler reaches anyway keeps the memory of an idle
+// connection as it was (keep the dial path shallow enough for 4 KiB: see acceptInbound).
+// (The runtime grows a stack to the next power of two that holds the frame.)
+//
+//go:noinline
+func growStack() {
+	var buf [1 << 10]byte
+	keepStack(buf[:])
+}
+
+//go:noinline
+func keepStack([]byte) {}
+
 // close stops the pod at once: the pod is gone, so its connections are ended without waiting.
 func (pod *podProxy) close(ctx context.Context) {
-	pod.cancel(errPodClosed)
+	pod.stop(errPodClosed)
 	pod.drain(ctx)
+}
+
+// stop cancels the pod's context and ends its connections (each has a context of its own, see
+// connTracker), both with cause.
+func (pod *podProxy) stop(cause error) {
+	pod.cancel(cause)
+	pod.conns.endAll(cause)
 }
 
 // drain stops the pod gracefully: no new connections (the listeners close, so a newer proxy
@@ -201,12 +230,12 @@ func (pod *podProxy) drain(ctx context.Context) {
 	case <-ctx.Done():
 		n := pod.conns.count()
 		pod.log.Warn("drain deadline reached: closing remaining connections", "open", n)
-		pod.cancel(errDrainDeadline)
+		pod.stop(errDrainDeadline)
 		pod.hboneSrv.Close()
 		<-handlersDone // every handler ends once its connection is closed
 	}
 	<-shutdownDone
-	pod.cancel(errPodClosed)
+	pod.stop(errPodClosed)
 	pod.bg.Wait()
 	pod.pool.Close()
 	pod.ns.Close()
@@ -215,15 +244,26 @@ func (pod *podProxy) drain(ctx context.Context) {
 // lookupWorkload finds this pod's own workload: by its ZDS identity on this node, else by
 // the address it connected from.
 func (pod *podProxy) lookupWorkload(snap *workload.Snapshot, ip netip.Addr) *workload.Workload {
-	if w := snap.FindWorkload(pod.p.cfg.NodeName, pod.info.Namespace, pod.info.Name, pod.info.ServiceAccount); w != nil {
+	if w := pod.findOwn(snap); w != nil {
 		return w
 	}
+	return pod.findOwnByAddr(snap, ip)
+}
+
+// findOwnByAddr finds this pod's own workload by the address it connected from (nil if ip is
+// not valid).
+func (pod *podProxy) findOwnByAddr(snap *workload.Snapshot, ip netip.Addr) *workload.Workload {
 	if ip.IsValid() {
 		if w := snap.WorkloadByAddr(pod.p.cfg.Network, ip.Unmap()); w != nil && w.Namespace == pod.info.Namespace {
 			return w
 		}
 	}
 	return nil
+}
+
+// findOwn finds this pod's own workload by its ZDS identity on this node.
+func (pod *podProxy) findOwn(snap *workload.Snapshot) *workload.Workload {
+	return snap.FindWorkload(pod.p.cfg.NodeName, pod.info.Namespace, pod.info.Name, pod.info.ServiceAccount)
 }
 
 // identity is the pod's SPIFFE identity: trust domain from its workload entry if known,
@@ -271,17 +311,18 @@ func (pod *podProxy) clientTLS(ctx context.Context, k hbone.Key) (*tls.Config, e
 
 // dialTunnel opens the TCP connection under an HBONE tunnel, from the pod's namespace.
 func (pod *podProxy) dialTunnel(ctx context.Context, network, addr string) (net.Conn, error) {
-	return pod.dial(ctx, network, addr, netip.AddrPort{})
+	return pod.ns.Dial(ctx, network, addr, pod.socketOptions(netip.AddrPort{}))
 }
 
-// dial connects from inside the pod with the proxy mark. A valid src makes the connection
-// appear to come from that address (transparent socket), as inbound delivery needs.
-func (pod *podProxy) dial(ctx context.Context, network, addr string, src netip.AddrPort) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
-	defer cancel()
-	o := redirect.SocketOptions{Mark: pod.p.cfg.PacketMark, NoDelay: true, KeepAlive: 180 * time.Second}
+// socketOptions are the options of the proxy's connections from inside the pod: the proxy
+// mark, and, with a valid src, a transparent socket bound to src, so that the connection
+// appears to come from that address, as inbound delivery needs. The connect timeout is a socket option rather than a context timeout: most
+// connects complete at once, and then it costs no timer.
+func (pod *podProxy) socketOptions(src netip.AddrPort) redirect.SocketOptions {
+	o := redirect.SocketOptions{Mark: pod.p.cfg.PacketMark, NoDelay: true, KeepAlive: 180 * time.Second,
+		ConnectTimeout: pod.p.cfg.ConnectTimeout}
 	if src.IsValid() {
 		o.Transparent, o.LocalAddr = true, src
 	}
-	return pod.ns.Dial(ctx, network, addr, o)
+	return o
 }
