@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -243,5 +245,32 @@ func TestFileSourceRunStopsOnCancel(t *testing.T) {
 		}
 	case <-time.After(time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// A re-check of an unchanged file (touched, or inside the racy window) reads it in small pieces:
+// five of them must allocate less than the file's size (reading it whole did five times that).
+func TestFileSourceRecheckDoesNotHoldTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	data := bigLocalConfig(2000, 100) // ~750 KB
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := f.Load(); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 5 {
+		f.seen = fileStamp{} // as in the racy window: the stamp is not trusted
+		f.poll()
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > uint64(len(data)) {
+		t.Errorf("5 re-checks of an unchanged %d-byte file allocated %d bytes", len(data), got)
+	}
+	if f.ReloadFailures() != 0 {
+		t.Errorf("%d reload failures", f.ReloadFailures())
 	}
 }
