@@ -36,6 +36,12 @@ func TestDrainKeepsOpenConnections(t *testing.T) {
 	if err := roundTrip(conn, "before"); err != nil {
 		t.Fatal(err)
 	}
+	// Idle for longer than the proxies' idle threshold (2 s): both copies of the connection park
+	// and give up their goroutines; the next bytes must wake them.
+	time.Sleep(3 * time.Second)
+	if err := roundTrip(conn, "after idling"); err != nil {
+		t.Fatalf("round trip after idling: %v", err)
+	}
 
 	start := time.Now()
 	exited := make(chan error, 2)
@@ -68,8 +74,8 @@ func TestDrainKeepsOpenConnections(t *testing.T) {
 	}
 }
 
-// TestDrainDeadlineClosesTheRest: a connection still open at the termination deadline is closed
-// and the proxy exits.
+// TestDrainDeadlineClosesTheRest: a connection still open (and idle) at the termination deadline
+// is closed and the proxy exits.
 func TestDrainDeadlineClosesTheRest(t *testing.T) {
 	c := drainCluster(t, 2*time.Second)
 	client := addPod(t, c, testbed.PodSpec{Name: "client", Node: "node1", Enrolled: true})
@@ -79,6 +85,7 @@ func TestDrainDeadlineClosesTheRest(t *testing.T) {
 	if err := roundTrip(conn, "hello"); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(3 * time.Second) // idle: its copies are parked when the deadline comes
 	start := time.Now()
 	if err := c.TerminateProxy("node1", 10*time.Second); err != nil {
 		t.Fatal(err)

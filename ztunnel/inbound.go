@@ -22,21 +22,22 @@ import (
 // target, 401 when a policy denies, 503 when the application cannot be reached or the port is
 // a proxy port. The connection stays subject to policy changes while it is open.
 //
-// It stays blocked in splice for the life of the tunnel, so its own frame is kept small (issue 5:
-// the stack of an idle connection): setup and failure paths live in separate, non-inlined functions.
+// It returns once the tunnel is idle or over (spliceAsync); the connection's end is recorded
+// when it really ends. Setup and failure paths live in separate, non-inlined functions, so the
+// stack the handler grows while it runs stays small (issue 5).
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 	growStack()
 	ci, peer := pod.newInboundHBONEInfo(r)
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
-	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
-	defer pod.conns.track(tc)()
+	end := &connEnd{untrack: pod.conns.track(tc), cancel: cancel}
 
 	st, up := pod.acceptInbound(ctx, r, ci, tc, peer)
 	if st == nil {
+		end.run()
 		return
 	}
-	pod.spliceAndFinish(connCtx, ci, st, up)
+	pod.spliceAndFinish(connCtx, ci, st, up, end)
 }
 
 // newInboundHBONEInfo starts the record of an inbound HBONE connection and returns the client's
@@ -106,11 +107,37 @@ func (pod *podProxy) acceptInbound(ctx context.Context, r *hbone.Request, ci *co
 	return st, up
 }
 
-// spliceAndFinish splices an established connection and records its end.
+// spliceAndFinish splices an established connection (spliceAsync: it may return before the
+// connection ends) and, once it has ended, records its end and runs end.
 //
 //go:noinline
-func (pod *podProxy) spliceAndFinish(ctx context.Context, ci *connInfo, down, up net.Conn) {
-	pod.finish(ci, splice(ctx, down, up), nil)
+func (pod *podProxy) spliceAndFinish(ctx context.Context, ci *connInfo, down, up net.Conn, end *connEnd) {
+	spliceAsync(ctx, down, up, pod.p.idle, func(res spliceResult) {
+		pod.finish(ci, res, nil)
+		end.run()
+	})
+}
+
+// connEnd is what is left to do when a connection has ended, in this order: untrack it,
+// cancel its context, uncount its socket, release its handler's slot (each if set).
+type connEnd struct {
+	untrack, closed, release func()
+	cancel                   context.CancelCauseFunc
+}
+
+func (e *connEnd) run() {
+	if e.untrack != nil {
+		e.untrack()
+	}
+	if e.cancel != nil {
+		e.cancel(nil)
+	}
+	if e.closed != nil {
+		e.closed()
+	}
+	if e.release != nil {
+		e.release()
+	}
 }
 
 // checkInbound validates the target of an inbound HBONE stream and authorizes it, or returns
@@ -169,21 +196,20 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 // handleInboundPlaintext proxies a plaintext connection the pod's redirection sent to port
 // 15006: the original destination is the pod itself. There is no peer identity, so only
 // policies that allow unauthenticated clients let it through.
-func (pod *podProxy) handleInboundPlaintext(c net.Conn) {
+func (pod *podProxy) handleInboundPlaintext(c net.Conn, release func()) {
 	ci := newConnInfo("inbound", "TCP", c)
-	defer pod.socketOpened(reporterDestination)()
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
-	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
-	defer pod.conns.track(tc)()
+	end := &connEnd{closed: pod.socketOpened(reporterDestination), untrack: pod.conns.track(tc), cancel: cancel, release: release}
 
 	up, err := pod.connectPlaintext(c, ci, tc)
 	if err != nil {
 		pod.refuse(c, ci, err)
+		end.run()
 		return
 	}
 	pod.publish(tc, ci)
-	pod.spliceAndFinish(connCtx, ci, c, up)
+	pod.spliceAndFinish(connCtx, ci, c, up, end)
 }
 
 // newConnInfo starts the record of a connection accepted from a redirected socket c.

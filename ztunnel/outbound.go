@@ -20,23 +20,22 @@ import (
 //	(service VIP → endpoint selection, or workload IP, or unknown → passthrough)
 //	→ HBONE tunnel from the pool (or plain TCP) → splice.
 //
-// It stays blocked in splice for the life of the connection, so its own frame is kept small
-// (issue 5: the stack of an idle connection); see serveHBONE.
-func (pod *podProxy) handleOutbound(c net.Conn) {
+// It returns once the connection is idle or over; release (the accept loop's) is called once
+// everything about the connection is finished, which may be much later (spliceAsync).
+func (pod *podProxy) handleOutbound(c net.Conn, release func()) {
 	ci := newConnInfo("outbound", "", c)
-	defer pod.socketOpened(reporterSource)()
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
-	defer cancel(nil)
 	tc := &trackedConn{cancel: cancel}
-	defer pod.conns.track(tc)()
+	end := &connEnd{closed: pod.socketOpened(reporterSource), untrack: pod.conns.track(tc), cancel: cancel, release: release}
 
 	up, err := pod.connectOutbound(connCtx, c, ci)
 	if err != nil {
 		pod.refuse(c, ci, err)
+		end.run()
 		return
 	}
 	pod.publish(tc, ci)
-	pod.spliceAndFinish(connCtx, ci, c, up)
+	pod.spliceAndFinish(connCtx, ci, c, up, end)
 }
 
 // connectOutbound resolves where c should go and opens the upstream connection. ctx is the

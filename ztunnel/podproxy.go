@@ -153,7 +153,9 @@ func (pod *podProxy) abortStart(err error) error {
 }
 
 // goAccept runs an accept loop that hands each connection to handle on its own goroutine.
-func (pod *podProxy) goAccept(ln net.Listener, handle func(net.Conn)) {
+// handle must call release exactly once, when it is completely done with the connection (which
+// may be after it returned): a drain waits for that.
+func (pod *podProxy) goAccept(ln net.Listener, handle func(c net.Conn, release func())) {
 	pod.wg.Add(1)
 	go func() {
 		defer pod.wg.Done()
@@ -173,9 +175,8 @@ func (pod *podProxy) goAccept(ln net.Listener, handle func(net.Conn)) {
 			backoff = 0
 			pod.wg.Add(1)
 			go func() {
-				defer pod.wg.Done()
 				growStack()
-				handle(c)
+				handle(c, pod.wg.Done)
 			}()
 		}
 	}()

@@ -39,100 +39,16 @@ type spliceResult struct {
 // ended, then closes both. End of stream in one direction is passed on as a half-close, so the
 // other direction keeps flowing. A failure in either direction, or ctx ending, closes both
 // connections at once. Connection resets and closes after the peer finished are not errors.
-//
-// One direction runs on the caller's goroutine. A copy from an HBONE stream to a TCP socket
-// runs without a goroutine of its own while the stream is idle (Stream.WriteToAsync), so an
-// idle tunnel holds one goroutine; any other copy runs on one goroutine of its own. The state
-// they share lives in one allocation.
+// It is spliceAsync (which the handlers use) waited for, without parking idle copies.
 func splice(ctx context.Context, downstream, upstream net.Conn) spliceResult {
-	s := &spliceState{down: downstream, up: upstream}
-	stop := context.AfterFunc(ctx, s.abort)
-	defer stop()
-
-	var res spliceResult
-	var errCaller error
-	s.wg.Add(1)
-	if st, ok := upstream.(*hbone.Stream); ok && isTCP(downstream) {
-		// Outbound: the bytes sent to the client come from the stream.
-		st.WriteToAsync(downstream.(*net.TCPConn), s.sentDone)
-		res.Received, errCaller = copyHalf(upstream, downstream)
-	} else if st, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
-		// Inbound: the bytes received from the client come from the stream.
-		st.WriteToAsync(upstream.(*net.TCPConn), s.receivedDone)
-		res.Sent, errCaller = copyHalf(downstream, upstream)
-	} else {
-		go s.copyUpstream()
-		res.Received, errCaller = copyHalf(upstream, downstream)
-	}
-	if errCaller != nil {
-		s.abort()
-	}
-	s.wg.Wait()
-	s.abort()
-	if s.asyncSent {
-		res.Sent = s.n
-	} else {
-		res.Received = s.n
-	}
-	if ctx.Err() != nil {
-		res.Err = context.Cause(ctx)
-	} else {
-		res.Err = errors.Join(errCaller, s.err)
-	}
-	return res
+	done := make(chan spliceResult, 1)
+	spliceAsync(ctx, downstream, upstream, nil, func(r spliceResult) { done <- r })
+	return <-done
 }
 
 func isTCP(c net.Conn) bool {
 	_, ok := c.(*net.TCPConn)
 	return ok
-}
-
-// spliceState is what the two copies of a splice share.
-type spliceState struct {
-	down, up net.Conn
-	once     sync.Once // closes both connections once
-	wg       sync.WaitGroup
-
-	// The other direction's outcome (not the caller's), written before wg.Done and read after
-	// wg.Wait: its byte count and error, and whether it was the upstream→downstream one.
-	n         int64
-	err       error
-	asyncSent bool
-}
-
-// copyUpstream copies upstream to downstream (the bytes "sent" to the client) on a goroutine.
-func (s *spliceState) copyUpstream() {
-	s.asyncSent = true
-	s.otherDone(copyHalf(s.down, s.up))
-}
-
-// sentDone ends the upstream→downstream copy done by the stream (WriteToAsync's callback).
-func (s *spliceState) sentDone(n int64, err error) {
-	s.asyncSent = true
-	s.otherDone(endHalf(s.down, n, err))
-}
-
-// receivedDone ends the downstream→upstream copy done by the stream (WriteToAsync's callback).
-func (s *spliceState) receivedDone(n int64, err error) {
-	s.otherDone(endHalf(s.up, n, err))
-}
-
-// otherDone records the outcome of the direction that is not the caller's (dst already
-// half-closed or not, see endHalf) and aborts the splice on a failure.
-func (s *spliceState) otherDone(n int64, err error) {
-	defer s.wg.Done()
-	s.n, s.err = n, err
-	if err != nil {
-		s.abort()
-	}
-}
-
-// abort closes both connections (the first call only).
-func (s *spliceState) abort() { s.once.Do(s.closeBoth) }
-
-func (s *spliceState) closeBoth() {
-	s.down.Close()
-	s.up.Close()
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst. No path holds a buffer
