@@ -37,7 +37,7 @@ func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idleP
 		// Outbound: the client's bytes go up the stream, the stream's come back to the client.
 		st.WriteToAsync(downstream.(*net.TCPConn), func(n int64, err error) {
 			a.sent.Store(n)
-			a.dirDone(endHalf(downstream, n, err))
+			a.dirDone(a.endTCPHalf(downstream, n, err))
 		})
 		a.parkable(upstream, downstream.(*net.TCPConn), &a.received)
 		return
@@ -46,7 +46,7 @@ func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idleP
 		// Inbound: the stream's bytes go to the application, the application's back up the stream.
 		st.WriteToAsync(upstream.(*net.TCPConn), func(n int64, err error) {
 			a.received.Store(n)
-			a.dirDone(endHalf(upstream, n, err))
+			a.dirDone(a.endTCPHalf(upstream, n, err))
 		})
 		a.parkable(downstream, upstream.(*net.TCPConn), &a.sent)
 		return
@@ -163,6 +163,17 @@ func (a *asyncSplice) abort() {
 		count.Store(n)
 		a.dirDone(n, net.ErrClosed)
 	}
+}
+
+// endTCPHalf is endHalf for the stream→TCP direction, except that when the other direction has
+// ended already the half-close is left out: both sockets are closed right after, which sends
+// the same FIN (the socket has no unread data: its reading direction saw end of stream) and
+// saves a shutdown(2) per connection.
+func (a *asyncSplice) endTCPHalf(dst net.Conn, n int64, err error) (int64, error) {
+	if a.pending.Load() == 1 && (err == nil || benign(err)) {
+		return n, nil
+	}
+	return endHalf(dst, n, err)
 }
 
 // dirDone records the end of one direction; a failure aborts the splice. The last direction to
