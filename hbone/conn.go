@@ -59,6 +59,11 @@ type conn struct {
 	cfg           Config
 	log           *slog.Logger
 	rfr           *http2.Framer // read loop only
+	direct        nbWriter      // read loop only: its non-blocking writes to waiting sockets
+
+	// Used only by the goroutine holding the writer role, kept here so writing allocates nothing.
+	hdrScratch  [frameHeaderLen]byte // the DATA frame header being written (writeData)
+	inlineBatch []*writeItem         // writeInline's batch
 	wfr           *http2.Framer // writer role only
 	bw            *pooledWriter // writer role only; holds a buffer only between a write and its flush
 	sock          *sockConn     // the socket under nc's TLS layer, for write batches; nil if nc is not one

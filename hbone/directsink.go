@@ -20,7 +20,7 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 	sink := s.sink
 	s.sinkBusy = true
 	c.mu.Unlock()
-	k := writeNonBlocking(sink, b[:n])
+	k := c.direct.write(sink, b[:n])
 	c.mu.Lock()
 	s.sinkBusy = false
 	s.sinkN += int64(k)
@@ -44,22 +44,37 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 	return true
 }
 
-// writeNonBlocking writes as much of p to the socket as it takes without waiting and returns how much
-// that was; errors (the socket is full, closed or failing) just end the write early.
-func writeNonBlocking(rc syscall.RawConn, p []byte) int {
-	n := 0
-	_ = rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			k, err := syscall.Write(int(fd), p[n:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || k <= 0 {
-				break
-			}
-			n += k
-		}
-		return true // never wait for the socket to become writable
-	})
+// nbWriter writes as much of a buffer to a socket as it takes without waiting; errors (the socket
+// is full, closed or failing) just end the write early. Its callback is bound once, so a write
+// allocates nothing. Not safe for concurrent use.
+type nbWriter struct {
+	p  []byte
+	n  int
+	fn func(fd uintptr) bool
+}
+
+// write writes p to the socket behind rc and returns how much of it the socket took.
+func (w *nbWriter) write(rc syscall.RawConn, p []byte) int {
+	if w.fn == nil {
+		w.fn = w.writeFD
+	}
+	w.p, w.n = p, 0
+	_ = rc.Write(w.fn)
+	n := w.n
+	w.p = nil
 	return n
+}
+
+func (w *nbWriter) writeFD(fd uintptr) bool {
+	for w.n < len(w.p) {
+		k, err := syscall.Write(int(fd), w.p[w.n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || k <= 0 {
+			break
+		}
+		w.n += k
+	}
+	return true // never wait for the socket to become writable
 }

@@ -123,9 +123,7 @@ const maxInlineBatches = 2
 // writeInline is called by a goroutine that just took the free writer role (conn.writing) to write its
 // own queued item: it writes what is queued, then releases the role.
 func (c *conn) writeInline() {
-	var batch [8]*writeItem
-	b := batch[:0]
-	c.writeBatches(&b, maxInlineBatches)
+	c.writeBatches(&c.inlineBatch, maxInlineBatches)
 }
 
 // writeBatches writes queued items, one flushed batch at a time, holding the writer role (taken by the
@@ -257,9 +255,9 @@ func (c *conn) writeData(it *writeItem, maxFrame uint32) error {
 	for {
 		n := min(len(p), limit)
 		last := n == len(p)
-		var hdr [frameHeaderLen]byte
-		putDataHeader(hdr[:], n, it.streamID, it.end && last)
-		if _, err := c.bw.Write(hdr[:]); err != nil {
+		hdr := c.hdrScratch[:]
+		putDataHeader(hdr, n, it.streamID, it.end && last)
+		if _, err := c.bw.Write(hdr); err != nil {
 			return err
 		}
 		if _, err := c.bw.Write(p[:n]); err != nil {
