@@ -54,19 +54,19 @@ const (
 // write.go) owns wfr, bw, henc, hbuf and wdeadline. They share the fields guarded by mu.
 type conn struct {
 	// Immutable after newConn.
-	role          role
-	nc            net.Conn
-	cfg           Config
-	log           *slog.Logger
-	rfr           *http2.Framer // read loop only
-	direct        nbWriter      // read loop only: its non-blocking writes to waiting sockets
+	role   role
+	nc     net.Conn
+	cfg    Config
+	log    *slog.Logger
+	rfr    *http2.Framer // read loop only
+	direct nbWriter      // read loop only: its non-blocking writes to waiting sockets
 
 	// Used only by the goroutine holding the writer role, kept here so writing allocates nothing.
-	hdrScratch  [frameHeaderLen]byte // the DATA frame header being written (writeData)
-	inlineBatch []*writeItem         // writeInline's batch
-	wfr           *http2.Framer // writer role only
-	bw            *pooledWriter // writer role only; holds a buffer only between a write and its flush
-	sock          *sockConn     // the socket under nc's TLS layer, for write batches; nil if nc is not one
+	hdrScratch    [frameHeaderLen]byte // the DATA frame header being written (writeData)
+	inlineBatch   []*writeItem         // writeInline's batch
+	wfr           *http2.Framer        // writer role only
+	bw            *pooledWriter        // writer role only; holds a buffer only between a write and its flush
+	sock          *sockConn            // the socket under nc's TLS layer, for write batches; nil if nc is not one
 	henc          *hpack.Encoder
 	hbuf          bytes.Buffer // writer role only: henc's output
 	wdeadline     time.Time    // writer role only: the write deadline last set on nc
