@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"runtime"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -110,6 +111,10 @@ func (c *conn) writeLoop() {
 		}
 		c.writing = true
 		c.mu.Unlock()
+		// Let goroutines that are about to queue frames run first (other streams' HEADERS and
+		// END_STREAMs, when many connections open and close at once): they join this batch and go
+		// out with the same write(2).
+		runtime.Gosched()
 		if !c.writeBatches(&batch, -1) {
 			return
 		}
