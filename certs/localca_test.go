@@ -67,7 +67,7 @@ func TestLocalCAIssue(t *testing.T) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: wc.RootPool(), CurrentTime: testNow}); err != nil {
 		t.Errorf("leaf does not verify against RootPool: %v", err)
 	}
-	if wc.RootPool() != wc.RootPool() {
+	if first, second := wc.RootPool(), wc.RootPool(); first != second {
 		t.Error("RootPool is rebuilt on every call")
 	}
 

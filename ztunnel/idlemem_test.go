@@ -161,14 +161,9 @@ func memInUse() int64 {
 	return int64(ms.HeapInuse + ms.StackInuse)
 }
 
-// startIdleMesh starts proxy B (HBONE server → appAddr) and proxy A (TCP listener → HBONE
-// pool → B) and returns A's address.
-func startIdleMesh(tb testing.TB, ctx context.Context, appAddr string) (string, func()) {
-	return startIdleMeshWith(tb, ctx, appAddr, nil, nil)
-}
-
-// startIdleMeshWith is startIdleMesh with both proxies splicing through spliceAsync with the
-// idle poller idle when it is not nil, reporting each ended splice to ended (if not nil).
+// startIdleMeshWith starts proxy B (HBONE server → appAddr) and proxy A (TCP listener → HBONE
+// pool → B) and returns A's address. Both splice through spliceAsync with the idle poller idle
+// when it is not nil (else through splice), reporting each ended splice to ended (if not nil).
 func startIdleMeshWith(tb testing.TB, ctx context.Context, appAddr string, idle *idlePoller, ended func(spliceResult)) (string, func()) {
 	doSplice := func(ctx context.Context, down, up net.Conn, done func()) {
 		if idle == nil {

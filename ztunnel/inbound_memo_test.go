@@ -36,7 +36,7 @@ func TestPodPeerMemo(t *testing.T) {
 			t.Errorf("call %d: identity %q (ok %v), want %q", i, m.str, m.ok, tc.want)
 		}
 	}
-	if pod.peerOf(a) != pod.peerOf(a) {
+	if first, second := pod.peerOf(a), pod.peerOf(a); first != second {
 		t.Error("same connection: identity read again")
 	}
 }
