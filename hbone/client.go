@@ -44,6 +44,18 @@ func (c *conn) tryReserve(limit int) bool {
 	return true
 }
 
+// load returns how many streams c carries (open and reserved), and whether it can take another one
+// below limit (and the peer's SETTINGS_MAX_CONCURRENT_STREAMS).
+func (c *conn) load(limit int) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if uint64(limit) > uint64(c.peerMaxStreams) {
+		limit = int(c.peerMaxStreams)
+	}
+	n := len(c.streams) + c.reserved
+	return n, c.usableLocked() && n < limit
+}
+
 // openStream uses a reservation to send a CONNECT request with the given header block and waits for the
 // response. A 200 returns the tunnel; another status returns *StatusError.
 func (c *conn) openStream(ctx context.Context, fields []hpack.HeaderField) (*Stream, error) {

@@ -33,6 +33,17 @@ type PoolConfig struct {
 	MaxStreamsPerConn int
 	// IdleTimeout closes a connection that has had no streams for this long. Zero means 5 minutes.
 	IdleTimeout time.Duration
+	// SpreadConns is how many connections per key the pool may open to spread streams over (the
+	// crypto of one TLS connection runs on one core at each end): once every connection of a key
+	// carries SpreadAt streams or more, the next stream dials another, up to SpreadConns. New
+	// streams go to the least loaded connection. Zero or 1 means no spreading: a new connection
+	// only when the others are full, as in the reference. Spreading trades batching for
+	// parallelism: on a 2-core machine 8 bulk streams went from 0.98x to 1.16x the throughput of
+	// one with 2 connections, but new connections per second from 0.42x to 0.35x of direct.
+	SpreadConns int
+	// SpreadAt is the stream count from which a connection counts as busy for SpreadConns. Zero
+	// means 4.
+	SpreadAt int
 	// Dial opens the raw TCP connection (required). Its ctx carries the Key (see KeyFromContext), so it
 	// can bind to Key.SrcIP.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -48,8 +59,22 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
 	}
+	if c.SpreadConns <= 0 {
+		c.SpreadConns = 1
+	}
+	if c.SpreadAt <= 0 {
+		c.SpreadAt = 4
+	}
 	return c
 }
+
+// spreadRetry is how long a key does not spread again after dialing an extra connection failed;
+// spreadWait is how long a new stream waits for an extra connection being dialed before it takes
+// a busy one.
+const (
+	spreadRetry = 30 * time.Second
+	spreadWait  = 20 * time.Millisecond
+)
 
 // maxConnectAttempts bounds how often Connect retries a request the server did not process (GOAWAY,
 // REFUSED_STREAM) on another connection.
@@ -60,11 +85,12 @@ const maxConnectAttempts = 3
 type Pool struct {
 	cfg PoolConfig
 
-	mu      sync.Mutex         // guards the fields below; taken before conn.mu
-	conns   map[Key][]*conn    // connections that take new streams
-	all     map[*conn]struct{} // every open connection, including draining ones (GOAWAY received)
-	dialing map[Key]*dialCall
-	closed  bool
+	mu       sync.Mutex         // guards the fields below; taken before conn.mu
+	conns    map[Key][]*conn    // connections that take new streams
+	all      map[*conn]struct{} // every open connection, including draining ones (GOAWAY received)
+	dialing  map[Key]*dialCall
+	noSpread map[Key]time.Time // a spreading dial failed: no more before this time (removed after)
+	closed   bool
 }
 
 // dialCall is an in-flight dial for a key; done is closed when it finished, err is then set.
@@ -76,10 +102,11 @@ type dialCall struct {
 // NewPool returns a pool. cfg.Dial and cfg.TLSConfig are required (Connect fails without them).
 func NewPool(cfg PoolConfig) *Pool {
 	return &Pool{
-		cfg:     cfg.withDefaults(),
-		conns:   make(map[Key][]*conn),
-		all:     make(map[*conn]struct{}),
-		dialing: make(map[Key]*dialCall),
+		cfg:      cfg.withDefaults(),
+		conns:    make(map[Key][]*conn),
+		all:      make(map[*conn]struct{}),
+		dialing:  make(map[Key]*dialCall),
+		noSpread: make(map[Key]time.Time),
 	}
 }
 
@@ -123,11 +150,42 @@ func (p *Pool) getConn(ctx context.Context, k Key) (*conn, error) {
 			p.mu.Unlock()
 			return nil, ErrPoolClosed
 		}
-		for _, c := range p.conns[k] {
-			if c.tryReserve(p.cfg.MaxStreamsPerConn) {
-				p.mu.Unlock()
-				return c, nil
+		conns := p.conns[k]
+		best, load := leastLoaded(conns, p.cfg.MaxStreamsPerConn)
+		spread := best != nil && load >= p.cfg.SpreadAt && len(conns) < p.cfg.SpreadConns
+		if until, ok := p.noSpread[k]; ok && spread {
+			if time.Now().Before(until) {
+				spread = false
+			} else {
+				delete(p.noSpread, k)
 			}
+		}
+		if best != nil && spread {
+			if dc := p.dialing[k]; dc != nil {
+				// Another stream is dialing the extra connection: wait a little for it (streams
+				// that start together then spread evenly), else stay on the busy one.
+				p.mu.Unlock()
+				t := time.NewTimer(spreadWait)
+				select {
+				case <-dc.done:
+					t.Stop()
+					continue
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil, ctx.Err()
+				}
+				p.mu.Lock()
+				spread = false
+			}
+		}
+		if best != nil && !spread {
+			if best.tryReserve(p.cfg.MaxStreamsPerConn) {
+				p.mu.Unlock()
+				return best, nil
+			}
+			p.mu.Unlock()
+			continue // it filled up or died meanwhile: look again
 		}
 		if dc := p.dialing[k]; dc != nil {
 			p.mu.Unlock()
@@ -136,8 +194,9 @@ func (p *Pool) getConn(ctx context.Context, k Key) (*conn, error) {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			// Share a real dial failure; a dial abandoned by its own caller's context is retried.
-			if dc.err != nil && !errors.Is(dc.err, context.Canceled) && !errors.Is(dc.err, context.DeadlineExceeded) {
+			// Share a real dial failure; a dial abandoned by its own caller's context is retried. A
+			// failed spreading dial is not ours to share while a connection exists: look again.
+			if dc.err != nil && !errors.Is(dc.err, context.Canceled) && !errors.Is(dc.err, context.DeadlineExceeded) && best == nil {
 				return nil, dc.err
 			}
 			continue
@@ -152,6 +211,12 @@ func (p *Pool) getConn(ctx context.Context, k Key) (*conn, error) {
 		delete(p.dialing, k)
 		dc.err = err
 		close(dc.done)
+		if err != nil && best != nil {
+			// Only spreading failed: use the connection there is, and do not try again soon.
+			p.noSpread[k] = time.Now().Add(spreadRetry)
+			p.mu.Unlock()
+			continue
+		}
 		if err != nil {
 			p.mu.Unlock()
 			return nil, err
@@ -173,6 +238,19 @@ func (p *Pool) getConn(ctx context.Context, k Key) (*conn, error) {
 		c.close(&ConnError{Reason: "unusable right after dial"})
 		c.wait()
 	}
+}
+
+// leastLoaded returns the usable connection of conns with the fewest streams (open and reserved)
+// below limit, and that count; nil if none has room.
+func leastLoaded(conns []*conn, limit int) (*conn, int) {
+	var best *conn
+	bestLoad := 0
+	for _, c := range conns {
+		if l, ok := c.load(limit); ok && (best == nil || l < bestLoad) {
+			best, bestLoad = c, l
+		}
+	}
+	return best, bestLoad
 }
 
 // dial opens, TLS-handshakes and starts a new connection for k.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,7 +106,7 @@ func TestPoolConcurrentConnectsDialOnce(t *testing.T) {
 	pki := newTestPKI(t)
 	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
 	var dials atomic.Int32
-	pool, _ := testPool(t, pki, PoolConfig{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+	pool, _ := testPool(t, pki, PoolConfig{SpreadConns: 1, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 		dials.Add(1)
 		time.Sleep(100 * time.Millisecond) // keep the dial in flight while the others arrive
 		var d net.Dialer
@@ -211,5 +212,76 @@ func TestConnectBadAuthority(t *testing.T) {
 	}
 	if dials.Load() != 0 {
 		t.Error("a bad authority caused a dial")
+	}
+}
+
+// Streams that are open together spread over SpreadConns connections once each carries SpreadAt:
+// 8 held streams with SpreadConns 2 and SpreadAt 4 make two connections of 4 streams each. A
+// failing extra dial does not fail streams that fit on the existing connection.
+func TestPoolSpreadsBusyStreams(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	var dials atomic.Int32
+	var failDials atomic.Bool
+	pool, _ := testPool(t, pki, PoolConfig{SpreadConns: 2, SpreadAt: 4, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		dials.Add(1)
+		if failDials.Load() {
+			return nil, errors.New("no more connections")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, a)
+	}})
+	var streams []*Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for i := range 8 {
+		s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+		if err != nil {
+			t.Fatalf("Connect %d: %v", i, err)
+		}
+		streams = append(streams, s)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials = %d, want 2", n)
+	}
+	perConn := map[*conn]int{}
+	for _, s := range streams {
+		perConn[s.c]++
+	}
+	if len(perConn) != 2 {
+		t.Fatalf("streams on %d connections, want 2", len(perConn))
+	}
+	for c, n := range perConn {
+		if n != 4 {
+			t.Errorf("connection %p carries %d streams, want 4", c, n)
+		}
+	}
+
+	// A third key's worth of streams on a pool whose extra dials fail: all still connect, on one
+	// connection, and only one extra dial is tried.
+	failDials.Store(false)
+	key := testKey(addr)
+	key.SrcIP = netip.MustParseAddr("127.0.0.2")
+	dials.Store(0)
+	var more []*Stream
+	for i := range 6 {
+		if i == 1 {
+			failDials.Store(true) // the first dial worked; spreading ones fail
+		}
+		s, err := pool.Connect(ctxTimeout(t, 5*time.Second), key, "10.0.0.5:80", nil)
+		if err != nil {
+			t.Fatalf("Connect %d with failing extra dials: %v", i, err)
+		}
+		more = append(more, s)
+	}
+	for _, s := range more {
+		s.Close()
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("dials = %d, want 2 (one that worked, one failed spreading attempt)", n)
 	}
 }

@@ -69,7 +69,11 @@ type Config struct {
 	// Pool and HTTP/2 settings (POOL_MAX_STREAMS_PER_CONNECTION 100,
 	// POOL_UNUSED_RELEASE_TIMEOUT 5m, HTTP2_STREAM_WINDOW_SIZE 4 MiB,
 	// HTTP2_CONNECTION_WINDOW_SIZE 16 MiB, HTTP2_FRAME_SIZE 1 MiB).
-	PoolMaxStreams     int
+	PoolMaxStreams int
+	// PoolSpreadConns is how many HBONE connections per destination the pool may open to spread
+	// busy streams over, so that their encryption runs on several cores
+	// (POOL_SPREAD_CONNECTIONS; 1, off, as in the reference; see hbone.PoolConfig.SpreadConns).
+	PoolSpreadConns    int
 	PoolUnusedRelease  time.Duration
 	StreamWindow       uint32
 	ConnectionWindow   uint32
@@ -138,6 +142,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PoolMaxStreams == 0 {
 		c.PoolMaxStreams = 100
+	}
+	if c.PoolSpreadConns == 0 {
+		c.PoolSpreadConns = 1
 	}
 	if c.PoolUnusedRelease == 0 {
 		c.PoolUnusedRelease = 5 * time.Minute
@@ -264,6 +271,9 @@ func FromEnv(environ []string) (Config, error) {
 	var maxStreams uint32
 	uint32v("POOL_MAX_STREAMS_PER_CONNECTION", &maxStreams, 1)
 	c.PoolMaxStreams = int(maxStreams)
+	var spread uint32
+	uint32v("POOL_SPREAD_CONNECTIONS", &spread, 1)
+	c.PoolSpreadConns = int(spread)
 	dur("POOL_UNUSED_RELEASE_TIMEOUT", &c.PoolUnusedRelease)
 	uint32v("HTTP2_STREAM_WINDOW_SIZE", &c.StreamWindow, 65535)
 	uint32v("HTTP2_CONNECTION_WINDOW_SIZE", &c.ConnectionWindow, 65535)

@@ -40,6 +40,7 @@ func TestFromEnvDefaults(t *testing.T) {
 		{"IPv6", *c.IPv6, true},
 		{"OrigSrc", c.OrigSrc == nil, true},
 		{"PoolMaxStreams", c.PoolMaxStreams, 100},
+		{"PoolSpreadConns", c.PoolSpreadConns, 1},
 		{"PoolUnusedRelease", c.PoolUnusedRelease, 5 * time.Minute},
 		{"StreamWindow", c.StreamWindow, uint32(4 << 20)},
 		{"ConnectionWindow", c.ConnectionWindow, uint32(16 << 20)},
@@ -61,6 +62,7 @@ func TestFromEnvValues(t *testing.T) {
 		"INPOD_PORT_REUSE":                 "false",
 		"ENABLE_ORIG_SRC":                  "true",
 		"POOL_MAX_STREAMS_PER_CONNECTION":  "7",
+		"POOL_SPREAD_CONNECTIONS":          "2",
 		"POOL_UNUSED_RELEASE_TIMEOUT":      "90",
 		"HTTP2_FRAME_SIZE":                 "65536",
 		"TERMINATION_GRACE_PERIOD_SECONDS": "30",
@@ -70,7 +72,7 @@ func TestFromEnvValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PacketMark != 0x100 || *c.PortReuse || !*c.OrigSrc || c.PoolMaxStreams != 7 ||
+	if c.PacketMark != 0x100 || *c.PortReuse || !*c.OrigSrc || c.PoolMaxStreams != 7 || c.PoolSpreadConns != 2 ||
 		c.PoolUnusedRelease != 90*time.Second || c.FrameSize != 65536 ||
 		c.TerminationDeadline != 25*time.Second || c.ClusterID != "c1" {
 		t.Errorf("parsed config = %+v", c)

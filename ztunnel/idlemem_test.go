@@ -219,6 +219,7 @@ func startIdleMeshWith(tb testing.TB, ctx context.Context, appAddr string, idle 
 
 	pool := hbone.NewPool(hbone.PoolConfig{
 		MaxStreamsPerConn: 100,
+		SpreadConns:       1, // one connection per 100 streams: the per-connection figures stay exact
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)

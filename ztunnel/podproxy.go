@@ -73,6 +73,7 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 	pod.pool = hbone.NewPool(hbone.PoolConfig{
 		Config:            h2,
 		MaxStreamsPerConn: p.cfg.PoolMaxStreams,
+		SpreadConns:       p.cfg.PoolSpreadConns,
 		IdleTimeout:       p.cfg.PoolUnusedRelease,
 		Dial:              pod.dialTunnel,
 		TLSConfig:         pod.clientTLS,
