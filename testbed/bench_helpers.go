@@ -69,14 +69,7 @@ func (c *Cluster) writeMerged(extra []byte) error {
 	if err != nil {
 		return err
 	}
-	hash, err := writeFileAtomic(c.configPath, data)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.lastHash = hash
-	c.mu.Unlock()
-	return nil
+	return c.publishConfigFile(data)
 }
 
 // extraListKeys are the top-level lists of the local config that mergeLocalConfig appends.

@@ -23,6 +23,12 @@ func (c *Cluster) WriteConfig() error {
 	if err != nil {
 		return err
 	}
+	return c.publishConfigFile(data)
+}
+
+// publishConfigFile writes the proxies' local config file and remembers its hash for
+// WaitConfigApplied. The caller holds cfgMu.
+func (c *Cluster) publishConfigFile(data []byte) error {
 	hash, err := writeFileAtomic(c.configPath, data)
 	if err != nil {
 		return err

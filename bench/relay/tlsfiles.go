@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 )
 
 // Files locates one side's certificate material, all PEM.
@@ -67,13 +68,9 @@ func (f Files) load() (tls.Certificate, *x509.CertPool, error) {
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("load key pair %s, %s: %w", f.Cert, f.Key, err)
 	}
-	caPEM, err := os.ReadFile(f.CA)
+	pool, err := controlplane.LoadRoots(f.CA)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("load CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return tls.Certificate{}, nil, fmt.Errorf("load CA %s: no certificates", f.CA)
 	}
 	return pair, pool, nil
 }
