@@ -82,7 +82,7 @@ func (f *FileSource) Load() error {
 		return fmt.Errorf("load local config: %w", err)
 	}
 	f.remember(stampOf(fi))
-	if err := f.apply(data); err != nil {
+	if err := f.apply(data, sha256.Sum256(data)); err != nil {
 		return fmt.Errorf("load local config: %w", err)
 	}
 	f.logLoaded()
@@ -130,12 +130,9 @@ func (f *FileSource) poll() {
 		return
 	}
 	// Hash the file first without holding all of it: a file only touched (or re-checked in the
-	// racy window, see remember) costs a 32 KiB buffer instead of its size in garbage.
-	if sum, err := hashFile(f.Path); err == nil && f.hasHash && sum == f.hash {
+	// racy window, see remember) costs a 16 KiB buffer instead of its size in garbage.
+	if sum, err := hashFile(f.Path); err == nil && f.sameContent(sum) {
 		f.remember(stamp)
-		if sum == f.goodHash {
-			f.lastErr = "" // back to the good content after a read failure
-		}
 		return
 	}
 	data, err := os.ReadFile(f.Path)
@@ -144,13 +141,11 @@ func (f *FileSource) poll() {
 		return
 	}
 	f.remember(stamp)
-	if sum := sha256.Sum256(data); f.hasHash && sum == f.hash {
-		if sum == f.goodHash {
-			f.lastErr = "" // back to the good content after a read failure
-		}
-		return // touched, re-linked, or still the same bad content
+	sum := sha256.Sum256(data)
+	if f.sameContent(sum) {
+		return // changed back between the hash and the read
 	}
-	if err := f.apply(data); err != nil {
+	if err := f.apply(data, sum); err != nil {
 		f.reportFailure(fmt.Errorf("reload local config: %w", err))
 		return
 	}
@@ -195,10 +190,23 @@ func (f *FileSource) remember(stamp fileStamp) {
 	}
 }
 
-// apply parses data and publishes it. The hash is recorded either way, so the same bad
-// content is not parsed again.
-func (f *FileSource) apply(data []byte) error {
-	f.hash, f.hasHash = sha256.Sum256(data), true
+// sameContent reports whether sum is the content applied or rejected last: then there is nothing
+// to do (the file was touched, re-linked, or still has the same bad content). Back at the good
+// content, a read failure reported meanwhile is over.
+func (f *FileSource) sameContent(sum [sha256.Size]byte) bool {
+	if !f.hasHash || sum != f.hash {
+		return false
+	}
+	if sum == f.goodHash {
+		f.lastErr = ""
+	}
+	return true
+}
+
+// apply parses data, whose sha256 is sum, and publishes it. The hash is recorded either way, so
+// the same bad content is not parsed again.
+func (f *FileSource) apply(data []byte, sum [sha256.Size]byte) error {
+	f.hash, f.hasHash = sum, true
 	cfg, err := parseLocalConfig(f.Path, data) // without Raw: the admin dump needs only the entries
 	if err != nil {
 		return err
