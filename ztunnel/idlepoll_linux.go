@@ -142,13 +142,6 @@ func (p *idlePoller) park(rc syscall.RawConn, wake func()) (cancel func() bool, 
 	}, nil
 }
 
-// numParked is how many copies are parked.
-func (p *idlePoller) numParked() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.parked)
-}
-
 // run delivers events until close. It sits in epoll_wait(2), a blocking system call, so it holds
 // an OS thread but no P while there is nothing to do.
 func (p *idlePoller) run() {

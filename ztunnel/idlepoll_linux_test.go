@@ -6,6 +6,13 @@ import (
 	"time"
 )
 
+// numParked is how many copies are parked.
+func (p *idlePoller) numParked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
 func newTestPoller(t *testing.T) *idlePoller {
 	t.Helper()
 	p, err := newIdlePoller(0)

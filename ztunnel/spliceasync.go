@@ -39,7 +39,7 @@ func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idleP
 			a.sent.Store(n)
 			a.dirDone(a.endTCPHalf(downstream, n, err))
 		})
-		a.parkable(upstream, downstream.(*net.TCPConn), &a.received)
+		a.resume(upstream, downstream.(*net.TCPConn), &a.received, 0)
 		return
 	}
 	if st, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
@@ -48,17 +48,17 @@ func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idleP
 			a.received.Store(n)
 			a.dirDone(a.endTCPHalf(upstream, n, err))
 		})
-		a.parkable(downstream, upstream.(*net.TCPConn), &a.sent)
+		a.resume(downstream, upstream.(*net.TCPConn), &a.sent, 0)
 		return
 	}
 	go func() {
 		n, err := copyHalf(downstream, upstream)
 		a.sent.Store(n)
-		a.dirDone(n, err)
+		a.dirDone(err)
 	}()
 	n, err := copyHalf(upstream, downstream)
 	a.received.Store(n)
-	a.dirDone(n, err)
+	a.dirDone(err)
 }
 
 // asyncSplice is the state of one spliceAsync.
@@ -81,12 +81,10 @@ type asyncSplice struct {
 	closeOnce sync.Once
 }
 
-// parkable copies src to dst (a stream) on the calling goroutine, counting into count, until src
-// ends or fails; after idleAfter of silence it parks the copy and returns (see spliceAsync).
-func (a *asyncSplice) parkable(dst net.Conn, src *net.TCPConn, count *atomic.Int64) {
-	a.resume(dst, src, count, 0)
-}
-
+// resume copies src to dst (a stream) on the calling goroutine, counting into count from total
+// bytes already moved, until src ends or fails; after the poller's idle time of silence it parks
+// the copy and returns, and the copy resumes here on a new goroutine when src wakes it (see
+// spliceAsync).
 func (a *asyncSplice) resume(dst net.Conn, src *net.TCPConn, count *atomic.Int64, total int64) {
 	armed := a.idle != nil
 	for {
@@ -99,7 +97,7 @@ func (a *asyncSplice) resume(dst net.Conn, src *net.TCPConn, count *atomic.Int64
 		total += n
 		if !armed || !errors.Is(err, os.ErrDeadlineExceeded) {
 			count.Store(total)
-			a.dirDone(total, err)
+			a.dirDone(err)
 			return
 		}
 		if n > 0 {
@@ -161,7 +159,7 @@ func (a *asyncSplice) abort() {
 	})
 	if parkedEnded {
 		count.Store(n)
-		a.dirDone(n, net.ErrClosed)
+		a.dirDone(net.ErrClosed)
 	}
 }
 
@@ -169,16 +167,17 @@ func (a *asyncSplice) abort() {
 // ended already the half-close is left out: both sockets are closed right after, which sends
 // the same FIN (the socket has no unread data: its reading direction saw end of stream) and
 // saves a shutdown(2) per connection.
-func (a *asyncSplice) endTCPHalf(dst net.Conn, n int64, err error) (int64, error) {
+func (a *asyncSplice) endTCPHalf(dst net.Conn, n int64, err error) error {
 	if a.pending.Load() == 1 && (err == nil || benign(err)) {
-		return n, nil
+		return nil
 	}
-	return endHalf(dst, n, err)
+	_, err = endHalf(dst, n, err)
+	return err
 }
 
 // dirDone records the end of one direction; a failure aborts the splice. The last direction to
 // end closes both connections and reports the result.
-func (a *asyncSplice) dirDone(_ int64, err error) {
+func (a *asyncSplice) dirDone(err error) {
 	if err != nil && !benign(err) {
 		a.mu.Lock()
 		a.errs = append(a.errs, err)
