@@ -31,6 +31,18 @@ func acceptAll(ln net.Listener) {
 	}()
 }
 
+// acceptingLoopback listens on 127.0.0.1 in ns with acceptAll behind it, until the test ends.
+func acceptingLoopback(t *testing.T, ns *redirect.NetNS) net.Listener {
+	t.Helper()
+	ln, err := ns.Listen(context.Background(), "tcp", "127.0.0.1:0", redirect.SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	acceptAll(ln)
+	return ln
+}
+
 func TestDialIPv6AndFamilies(t *testing.T) {
 	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
 	ns := redirecttest.NewNetNS(t)
@@ -104,12 +116,7 @@ func TestDialOptionsAfterConnect(t *testing.T) {
 	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
 	ns := redirecttest.NewNetNS(t)
 	ctx := context.Background()
-	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acceptAll(ln)
+	ln := acceptingLoopback(t, ns.NS)
 	type opt struct {
 		name       string
 		level, opt int
@@ -405,12 +412,7 @@ func TestDialSpareSocketsClosed(t *testing.T) {
 	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
 	ns := redirecttest.NewNetNS(t)
 	ctx := context.Background()
-	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acceptAll(ln)
+	ln := acceptingLoopback(t, ns.NS)
 	before := openFDs(t)
 	h, err := redirect.OpenNetNS(ns.Path)
 	if err != nil {
@@ -451,12 +453,7 @@ func TestDialAddrPort(t *testing.T) {
 	redirecttest.SkipUnlessRoot(t, "creating network namespaces")
 	ns := redirecttest.NewNetNS(t)
 	ctx := context.Background()
-	ln, err := ns.NS.Listen(ctx, "tcp", "127.0.0.1:0", redirect.SocketOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acceptAll(ln)
+	ln := acceptingLoopback(t, ns.NS)
 	ap := ln.Addr().(*net.TCPAddr).AddrPort()
 	for _, network := range []string{"tcp", "tcp4"} {
 		c, err := ns.NS.DialAddrPort(ctx, network, ap, redirect.SocketOptions{NoDelay: true})
