@@ -21,6 +21,8 @@ type Config struct {
 	Stunnel string
 	// Paths are the paths to measure, from Paths. Nil: all of them.
 	Paths []string
+	// Only limits the run to these measurement groups (from Groups). Nil: all of them.
+	Only []string
 	// Rounds is how often every figure is measured on every path. Zero: 5.
 	Rounds int
 	// Duration is the length of each throughput and connection-rate measurement. Zero: 3 s.
@@ -86,6 +88,11 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("bench config: unknown path %q, want one of %v", p, Paths)
 		}
 	}
+	for _, g := range c.Only {
+		if !slices.Contains(Groups, g) {
+			return c, fmt.Errorf("bench config: unknown measurement group %q, want one of %v", g, Groups)
+		}
+	}
 	if slices.Contains(c.Paths, PathStunnel) && c.Stunnel == "" {
 		for _, name := range []string{"stunnel", "stunnel4"} {
 			if p, err := exec.LookPath(name); err == nil {
@@ -140,3 +147,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// runs reports whether the measurement group g is part of the run.
+func (c Config) runs(g string) bool { return c.Only == nil || slices.Contains(c.Only, g) }

@@ -14,16 +14,21 @@ const maxConns = 10_000_000
 
 // measurement is one traffic figure group measured on one path; it adds its samples to r.
 type measurement struct {
-	name string
-	run  func(ctx context.Context, e *env, p *path, r *Results) error
+	group string // the name -only selects it by
+	name  string
+	run   func(ctx context.Context, e *env, p *path, r *Results) error
 }
 
 var measurements = []measurement{
-	{"throughput (1 stream, with CPU)", measureThroughput1},
-	{"throughput (parallel streams)", measureThroughputN},
-	{"round-trip latency", measureRTT},
-	{"new connections", measureConnRate},
+	{"throughput", "throughput (1 stream, with CPU)", measureThroughput1},
+	{"throughput8", "throughput (parallel streams)", measureThroughputN},
+	{"rtt", "round-trip latency", measureRTT},
+	{"conn", "new connections", measureConnRate},
 }
+
+// Groups are the measurement groups Config.Only can select: "memory" and the traffic
+// measurements.
+var Groups = []string{"memory", "throughput", "throughput8", "rtt", "conn"}
 
 // measureTraffic runs every measurement on every path, Rounds times. Within a round the paths
 // alternate for each measurement, and the path that goes first rotates from round to round, so
@@ -32,6 +37,9 @@ func (e *env) measureTraffic(ctx context.Context, r *Results) error {
 	log := e.cfg.Logger
 	for round := range e.cfg.Rounds {
 		for _, m := range measurements {
+			if !e.cfg.runs(m.group) {
+				continue
+			}
 			for i := range e.paths {
 				p := e.paths[(i+round)%len(e.paths)]
 				if err := ctx.Err(); err != nil {

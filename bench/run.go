@@ -31,8 +31,10 @@ func Run(ctx context.Context, cfg Config) (_ *Results, err error) {
 		}
 		r.Meta["duration_s"] = time.Since(start).Seconds()
 	}()
-	if err := e.measureMemory(ctx, r); err != nil {
-		return r, err
+	if cfg.runs("memory") {
+		if err := e.measureMemory(ctx, r); err != nil {
+			return r, err
+		}
 	}
 	if err := e.warmUp(ctx); err != nil {
 		return r, err
@@ -48,6 +50,7 @@ func meta(cfg Config) map[string]any {
 	m := map[string]any{
 		"started":          time.Now().UTC().Format(time.RFC3339),
 		"paths":            cfg.Paths,
+		"only":             cfg.Only,
 		"rounds":           cfg.Rounds,
 		"duration_s":       0.0,
 		"measure_s":        cfg.Duration.Seconds(),

@@ -35,6 +35,7 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 0, "length of each throughput and connection-rate measurement (default 3s)")
 	flag.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "", "the proxies' LOG_LEVEL (default info)")
 	paths := flag.String("paths", "", "comma-separated paths to measure (default: all of direct,mesh,tls,stunnel)")
+	only := flag.String("only", "", "comma-separated measurement groups to run (default: all of "+strings.Join(bench.Groups, ",")+")")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
 	if flag.NArg() != 0 {
@@ -48,6 +49,9 @@ func main() {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *paths != "" {
 		cfg.Paths = strings.Split(*paths, ",")
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
 	}
 	if *quick {
 		rounds, d := cfg.Rounds, cfg.Duration
