@@ -98,13 +98,13 @@ func endHalf(dst net.Conn, n int64, err error) (int64, error) {
 // copyWhenReadable copies a TCP connection to dst, taking a pooled buffer only when the
 // socket has data: the poller waits on the descriptor with no buffer held.
 func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
-	rc, err := src.SyscallConn()
+	r, err := newReadyReader(src, &copyBufPool, 0)
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
-		bp, n, err := readWhenReadable(rc, &copyBufPool, 0)
+		bp, n, err := r.read()
 		if bp == nil {
 			return total, err // nil at EOF
 		}
@@ -121,13 +121,13 @@ func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
 // lands behind room for a DATA frame header, and the stream sends the frames from that buffer
 // (hbone.Stream.WriteHeadroom).
 func copyToStream(dst *hbone.Stream, src *net.TCPConn) (int64, error) {
-	rc, err := src.SyscallConn()
+	r, err := newReadyReader(src, &streamBufPool, hbone.FrameHeaderRoom)
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
-		bp, n, err := readWhenReadable(rc, &streamBufPool, hbone.FrameHeaderRoom)
+		bp, n, err := r.read()
 		if bp == nil {
 			return total, err // nil at EOF
 		}
@@ -140,38 +140,65 @@ func copyToStream(dst *hbone.Stream, src *net.TCPConn) (int64, error) {
 	}
 }
 
-// readWhenReadable waits until the socket is readable, with no buffer held, then reads it into a
-// buffer from pool, at offset room. It returns the buffer and n > 0 bytes read into it; or a nil
-// buffer and the error, nil at EOF.
-func readWhenReadable(rc syscall.RawConn, pool *sync.Pool, room int) (*[]byte, int, error) {
-	var bp *[]byte
-	var n int
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		b := pool.Get().(*[]byte)
-		for {
-			n, rerr = syscall.Read(int(fd), (*b)[room:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			pool.Put(b)
-			return false // not readable yet: wait without a buffer
-		}
-		bp = b
-		return true
-	})
+// readyReader reads a socket only once it is readable, into a buffer taken from pool at that
+// moment, at offset room: while the poller waits, no buffer is held. One readyReader serves all
+// reads of a copy, so a read allocates nothing (a closure passed to RawConn.Read would escape
+// with its captured results on every call).
+type readyReader struct {
+	rc   syscall.RawConn
+	pool *sync.Pool
+	room int
+	fn   func(fd uintptr) bool // r.readFD, bound once
+
+	// Results of the last readFD.
+	bp  *[]byte
+	n   int
+	err error
+}
+
+func newReadyReader(src *net.TCPConn, pool *sync.Pool, room int) (*readyReader, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &readyReader{rc: rc, pool: pool, room: room}
+	r.fn = r.readFD
+	return r, nil
+}
+
+// read returns the buffer and n > 0 bytes read into it; or a nil buffer and the error, nil at
+// EOF.
+func (r *readyReader) read() (*[]byte, int, error) {
+	r.bp, r.n, r.err = nil, 0, nil
+	err := r.rc.Read(r.fn)
+	bp, n := r.bp, r.n
+	r.bp = nil
 	if err == nil {
-		err = rerr
+		err = r.err
 	}
 	if err != nil || n <= 0 {
 		if bp != nil {
-			pool.Put(bp)
+			r.pool.Put(bp)
 		}
 		return nil, 0, err
 	}
 	return bp, n, nil
+}
+
+func (r *readyReader) readFD(fd uintptr) bool {
+	b := r.pool.Get().(*[]byte)
+	for {
+		r.n, r.err = syscall.Read(int(fd), (*b)[r.room:])
+		if r.err != syscall.EINTR {
+			break
+		}
+	}
+	if r.err == syscall.EAGAIN {
+		r.pool.Put(b)
+		return false // not readable yet: wait without a buffer
+	}
+	r.bp = b
+	return true
 }
 
 // onlyWriter hides a writer's ReadFrom so io.CopyBuffer really uses the pooled buffer
