@@ -39,6 +39,7 @@ type writeItem struct {
 	streamID uint32
 	end      bool   // wData, wHeaders: END_STREAM
 	data     []byte // wData payload (not retained after done is signalled); wGoAway debug data
+	framed   []byte // wData, if non-nil: data with FrameHeaderRoom writable bytes in front (see writeDataInPlace)
 	code     ErrCode
 	fields   []hpack.HeaderField // wHeaders
 	settings []http2.Setting     // wSettings
@@ -255,6 +256,9 @@ func (c *conn) writeItem(it *writeItem, maxFrame uint32) error {
 // buffer, so a buffer flushed because it is full holds whole TLS records); END_STREAM goes on the last
 // one. The frames are built here rather than by the Framer, which would copy each payload once more.
 func (c *conn) writeData(it *writeItem, maxFrame uint32) error {
+	if it.framed != nil && !it.end && len(it.data) >= inPlaceMin {
+		return c.writeDataInPlace(it, maxFrame)
+	}
 	p := it.data
 	limit := min(int(maxFrame), MaxDataWrite)
 	for {
@@ -273,6 +277,33 @@ func (c *conn) writeData(it *writeItem, maxFrame uint32) error {
 			return nil
 		}
 	}
+}
+
+// inPlaceMin is the smallest queued DATA payload the writer sends in place rather than through its
+// buffer: below it, the copy is cheaper than the extra TLS record it would take.
+const inPlaceMin = 4 << 10
+
+// writeDataInPlace is writeData for a payload with room for a frame header in front of it (queued
+// by WriteHeadroom while the writer role was taken): what is buffered goes to the TLS layer first,
+// to keep the order, then each frame header is written in front of its piece of the payload (over
+// the end of the piece before, already sent) and the frame goes to the TLS layer without the copy
+// into the write buffer. The caller's write batch (sockConn) still gathers the records into one
+// write(2). The payload is not used after this returns, as writeData's contract requires.
+func (c *conn) writeDataInPlace(it *writeItem, maxFrame uint32) error {
+	if err := c.bw.Flush(); err != nil { // nothing to do if nothing is buffered
+		return err
+	}
+	f := it.framed
+	limit := min(int(maxFrame), MaxDataWrite)
+	for len(f) > FrameHeaderRoom {
+		n := min(len(f)-FrameHeaderRoom, limit)
+		putDataHeader(f, n, it.streamID, false)
+		if _, err := c.nc.Write(f[:FrameHeaderRoom+n]); err != nil {
+			return err
+		}
+		f = f[n:]
+	}
+	return nil
 }
 
 // writeHeaders HPACK-encodes it.fields and writes a HEADERS frame plus CONTINUATIONs as needed.

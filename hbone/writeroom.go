@@ -53,7 +53,7 @@ func (s *Stream) sendInPlace(f []byte) error {
 	c.mu.Lock()
 	if c.writing || len(c.wq) > 0 || c.err != nil || c.closing || s.writeErrLocked() != nil {
 		c.mu.Unlock()
-		return s.sendData(f[FrameHeaderRoom:]) // it re-checks the errors and returns the credit
+		return s.queueData(f[FrameHeaderRoom:], f) // it re-checks the errors and returns the credit
 	}
 	c.writing = true
 	maxFrame := min(c.peerMaxFrame, c.cfg.MaxFrameSize)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,8 +107,16 @@ func TestWriteHeadroomFlowControl(t *testing.T) {
 }
 
 // TestWriteHeadroomWriterBusy: while another goroutine holds the writer role, WriteHeadroom queues its
-// data for that writer (Write's path) instead of writing to the socket itself, and it still arrives.
+// data for that writer (Write's path) instead of writing to the socket itself, and it still arrives:
+// small pieces through the writer's buffer, larger ones in place (several frames, each header over
+// the end of the piece before).
 func TestWriteHeadroomWriterBusy(t *testing.T) {
+	for _, size := range []int{1000, 5000, 40000} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) { testWriteHeadroomWriterBusy(t, size) })
+	}
+}
+
+func testWriteHeadroomWriterBusy(t *testing.T, size int) {
 	checkLeaks(t)
 	p, s := openRaw(t)
 	c := s.c
@@ -120,7 +129,7 @@ func TestWriteHeadroomWriterBusy(t *testing.T) {
 	c.writing = true // pose as the holder of the writer role
 	c.mu.Unlock()
 
-	payload := pattern(7, 5000)
+	payload := pattern(7, size)
 	res := make(chan error, 1)
 	go func() {
 		_, err := s.WriteHeadroom(withRoom(payload))
@@ -129,7 +138,8 @@ func TestWriteHeadroomWriterBusy(t *testing.T) {
 	waitFor(t, "the DATA item to be queued", 5*time.Second, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return len(c.wq) == 1 && c.wq[0].kind == wData && len(c.wq[0].data) == len(payload)
+		return len(c.wq) == 1 && c.wq[0].kind == wData && len(c.wq[0].data) == len(payload) &&
+			len(c.wq[0].framed) == FrameHeaderRoom+len(payload)
 	})
 	c.mu.Lock()
 	c.writing = false // hand the role back: the writer goroutine takes the queued item
