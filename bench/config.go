@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -46,6 +47,9 @@ type Config struct {
 	// ProxyLogLevel is the proxies' LOG_LEVEL. Empty: "info" (as deployed: one access-log line
 	// per connection).
 	ProxyLogLevel string
+	// ProxyEnv are extra KEY=VALUE settings for both proxies (for experiments; the defaults are
+	// what is measured normally).
+	ProxyEnv []string
 	// StateRoot is the testbed's state root. Empty: testbed.DefaultStateRoot.
 	StateRoot string
 	// Logger receives progress. Nil: slog.Default().
@@ -106,6 +110,11 @@ func (c Config) withDefaults() (Config, error) {
 			}
 			c.Logger.Warn("no stunnel in PATH (Debian package stunnel4): leaving out the stunnel path")
 			c.Paths = slices.DeleteFunc(c.Paths, func(p string) bool { return p == PathStunnel })
+		}
+	}
+	for _, kv := range c.ProxyEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return c, fmt.Errorf("bench config: proxy env %q: want KEY=VALUE", kv)
 		}
 	}
 	if c.Rounds <= 0 {

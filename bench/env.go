@@ -57,6 +57,7 @@ func setup(ctx context.Context, cfg Config) (_ *env, err error) {
 		StateRoot:     cfg.StateRoot,
 		Logger:        log,
 		ProxyLogLevel: cfg.ProxyLogLevel,
+		ExtraEnv:      cfg.ProxyEnv,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build testbed: %w", err)

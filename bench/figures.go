@@ -117,9 +117,24 @@ func measureThroughputN(ctx context.Context, e *env, p *path, r *Results) error 
 
 func measureRTT(ctx context.Context, e *env, p *path, r *Results) error {
 	for _, size := range []int{1, 1024} {
+		before, err := cpuOf(p.pids)
+		if err != nil {
+			return err
+		}
 		rtts, err := load.RTT(ctx, p.dial, size, e.cfg.RTTDuration, e.cfg.RTTMaxCount)
 		if err != nil {
 			return err
+		}
+		after, err := cpuOf(p.pids)
+		if err != nil {
+			return err
+		}
+		if len(rtts) > 0 {
+			// CPU per round trip of each proxy: tells per-hop work apart from scheduling delay.
+			for i := range p.pids {
+				r.AddDetail(fmt.Sprintf("rtt%d_cpu_us_per_round_trip/%s", size, p.pidNames[i]), p.name,
+					(after[i]-before[i])*1e6/float64(len(rtts)))
+			}
 		}
 		us := make([]float64, len(rtts))
 		for i, d := range rtts {

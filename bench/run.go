@@ -61,6 +61,7 @@ func meta(cfg Config) map[string]any {
 		"services":         cfg.Services,
 		"held_conns":       cfg.HeldConns,
 		"proxy_log_level":  cfg.ProxyLogLevel,
+		"proxy_env":        cfg.ProxyEnv,
 		"ztunnel":          cfg.Ztunnel,
 		"stunnel":          cfg.Stunnel,
 		"go":               runtime.Version(),

@@ -36,6 +36,10 @@ func main() {
 	flag.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "", "the proxies' LOG_LEVEL (default info)")
 	paths := flag.String("paths", "", "comma-separated paths to measure (default: all of direct,mesh,tls,stunnel)")
 	only := flag.String("only", "", "comma-separated measurement groups to run (default: all of "+strings.Join(bench.Groups, ",")+")")
+	flag.Func("proxy-env", "extra `KEY=VALUE` for both proxies (repeatable; for experiments)", func(kv string) error {
+		cfg.ProxyEnv = append(cfg.ProxyEnv, kv)
+		return nil
+	})
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
 	if flag.NArg() != 0 {
