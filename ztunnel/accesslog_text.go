@@ -51,6 +51,16 @@ func (h *textHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return c
 }
 
+// Handle writes the record with slog's text handler; a warning or worse is flushed at once when
+// the output is a LogBuffer.
+func (h *textHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		h.out.flush()
+	}
+	return err
+}
+
 func (h *textHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h
@@ -112,6 +122,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// flush flushes w if it buffers (a LogBuffer).
+func (l *lockedWriter) flush() {
+	if f, ok := l.w.(interface{ Flush() error }); ok {
+		f.Flush() //nolint:errcheck // a failed log write has nowhere to go
+	}
 }
 
 // linePool holds line buffers for directly written lines.

@@ -1,8 +1,10 @@
 package ztunnel
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -384,6 +386,12 @@ func parseDuration(s string) (time.Duration, error) {
 // NewLogger builds the process logger: text or JSON (LOG_FORMAT=json) at the level of
 // LOG_LEVEL, or of RUST_LOG's global level for compatibility ("info" by default).
 func NewLogger(getenv func(string) string) (*slog.Logger, *slog.LevelVar, error) {
+	return NewLoggerTo(os.Stderr, getenv)
+}
+
+// NewLoggerTo is NewLogger writing to w. If w is a LogBuffer, warnings and errors are flushed
+// as soon as they are written.
+func NewLoggerTo(w io.Writer, getenv func(string) string) (*slog.Logger, *slog.LevelVar, error) {
 	level := new(slog.LevelVar)
 	spec := strings.TrimSpace(getenv("LOG_LEVEL"))
 	if spec == "" {
@@ -399,15 +407,38 @@ func NewLogger(getenv func(string) string) (*slog.Logger, *slog.LevelVar, error)
 		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = NewTextHandler(os.Stderr, opts)
+	var h slog.Handler = NewTextHandler(w, opts)
 	switch f := strings.TrimSpace(getenv("LOG_FORMAT")); f {
 	case "", "plain", "text":
 	case "json":
-		h = slog.NewJSONHandler(os.Stderr, opts)
+		lw := &lockedWriter{w: w}
+		h = flushOnWarn{slog.NewJSONHandler(lw, opts), lw}
 	default:
 		err = errors.Join(err, fmt.Errorf("LOG_FORMAT=%q: want json or plain", f))
 	}
 	return slog.New(h), level, err
+}
+
+// flushOnWarn flushes out after every warning or error its handler writes (see LogBuffer).
+type flushOnWarn struct {
+	slog.Handler
+	out *lockedWriter
+}
+
+func (h flushOnWarn) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		h.out.flush()
+	}
+	return err
+}
+
+func (h flushOnWarn) WithAttrs(as []slog.Attr) slog.Handler {
+	return flushOnWarn{h.Handler.WithAttrs(as), h.out}
+}
+
+func (h flushOnWarn) WithGroup(name string) slog.Handler {
+	return flushOnWarn{h.Handler.WithGroup(name), h.out}
 }
 
 func normalizeLevel(s string) string {

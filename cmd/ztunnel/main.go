@@ -20,7 +20,11 @@ func main() {
 }
 
 func run() error {
-	logger, minLevel, err := ztunnel.NewLogger(os.Getenv)
+	// Log lines are written in batches (one write per batch, not per access-log line); warnings
+	// and errors at once, and the rest on the way out.
+	out := ztunnel.NewLogBuffer(os.Stderr, 0, 0)
+	defer out.Close()
+	logger, minLevel, err := ztunnel.NewLoggerTo(out, os.Getenv)
 	if err != nil {
 		return err
 	}
