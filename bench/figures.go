@@ -157,9 +157,23 @@ func measureRTT(ctx context.Context, e *env, p *path, r *Results) error {
 }
 
 func measureConnRate(ctx context.Context, e *env, p *path, r *Results) error {
+	before, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
 	res, err := load.ConnRate(ctx, p.dial, e.cfg.ConnClients, e.cfg.Duration, maxConns)
 	if err != nil {
 		return err
+	}
+	after, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
+	if done := float64(res.Done); done > 0 {
+		// CPU per connection of each proxy: steadier than the rate on a busy machine.
+		for i := range p.pids {
+			r.AddDetail("conn_cpu_us_per_conn/"+p.pidNames[i], p.name, (after[i]-before[i])*1e6/done)
+		}
 	}
 	r.Add(FigConnPerS, p.name, res.PerSecond())
 	r.AddDetail("conn_failed", p.name, float64(res.Failed))
