@@ -80,6 +80,50 @@ func TestPoolMaxStreamsPerConn(t *testing.T) {
 	}
 }
 
+// TestPoolPacksAfterBurst: after a burst that needed extra connections, new streams go to the
+// first connection with room rather than spread over all of them, so the extra ones go idle and
+// close.
+func TestPoolPacksAfterBurst(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler})
+	pool, dials := testPool(t, pki, PoolConfig{MaxStreamsPerConn: 2, IdleTimeout: 300 * time.Millisecond})
+	connect := func() *Stream {
+		t.Helper()
+		s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var burst []*Stream
+	for range 6 {
+		burst = append(burst, connect())
+	}
+	if n := dials.Load(); n != 3 {
+		t.Fatalf("dials for 6 streams at 2 per connection = %d, want 3", n)
+	}
+	first := burst[0].c
+	for _, s := range burst {
+		s.Close()
+	}
+	// The burst is over: every new stream (two at a time, the limit) goes to the first
+	// connection, again and again, while the other two stay unused until they time out.
+	for range 10 {
+		a, b := connect(), connect()
+		if a.c != first || b.c != first {
+			t.Fatalf("a new stream went to a later connection, not the first with room")
+		}
+		a.Close()
+		b.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "the unused connections to close", 5*time.Second, func() bool { return pool.NumConns() == 1 })
+	if n := dials.Load(); n != 3 {
+		t.Errorf("dials = %d, want still 3", n)
+	}
+}
+
 // TestPoolPeerMaxConcurrentStreams checks that the server's SETTINGS_MAX_CONCURRENT_STREAMS caps a conn.
 func TestPoolPeerMaxConcurrentStreams(t *testing.T) {
 	checkLeaks(t)
