@@ -106,11 +106,24 @@ func measureThroughput1(ctx context.Context, e *env, p *path, r *Results) error 
 }
 
 func measureThroughputN(ctx context.Context, e *env, p *path, r *Results) error {
+	before, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
 	res, err := load.Throughput(ctx, p.dial, e.cfg.Streams, e.cfg.Duration)
 	if err != nil {
 		return err
 	}
+	after, err := cpuOf(p.pids)
+	if err != nil {
+		return err
+	}
 	r.Add(FigThroughput8, p.name, res.Gbps())
+	if res.Bytes > 0 {
+		for i := range p.pids {
+			r.AddDetail(FigCPUPerGB+"_streams/"+p.pidNames[i], p.name, (after[i]-before[i])/(float64(res.Bytes)/1e9))
+		}
+	}
 	e.cfg.Logger.Info("parallel throughput", "path", p.name, "streams", e.cfg.Streams, "gbps", round3(res.Gbps()))
 	return nil
 }
