@@ -98,30 +98,21 @@ func endHalf(dst net.Conn, n int64, err error) (int64, error) {
 // copyWhenReadable copies a TCP connection to dst, taking a pooled buffer only when the
 // socket has data: the poller waits on the descriptor with no buffer held.
 func copyWhenReadable(dst io.Writer, src *net.TCPConn) (int64, error) {
-	r, err := newReadyReader(src, &copyBufPool, 0)
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for {
-		bp, n, err := r.read()
-		if bp == nil {
-			return total, err // nil at EOF
-		}
-		w, werr := dst.Write((*bp)[:n])
-		copyBufPool.Put(bp)
-		total += int64(w)
-		if werr != nil {
-			return total, werr
-		}
-	}
+	return copyReady(src, &copyBufPool, 0, dst.Write)
 }
 
 // copyToStream is copyWhenReadable into an HBONE stream without a copy in user space: each read
 // lands behind room for a DATA frame header, and the stream sends the frames from that buffer
 // (hbone.Stream.WriteHeadroom).
 func copyToStream(dst *hbone.Stream, src *net.TCPConn) (int64, error) {
-	r, err := newReadyReader(src, &streamBufPool, hbone.FrameHeaderRoom)
+	return copyReady(src, &streamBufPool, hbone.FrameHeaderRoom, dst.WriteHeadroom)
+}
+
+// copyReady copies src until its end (nil) or an error: each read lands at offset room of a
+// buffer from pool, and write gets the buffer up to the end of the bytes read (room included)
+// and returns how many of those bytes it wrote.
+func copyReady(src *net.TCPConn, pool *sync.Pool, room int, write func([]byte) (int, error)) (int64, error) {
+	r, err := newReadyReader(src, pool, room)
 	if err != nil {
 		return 0, err
 	}
@@ -131,8 +122,8 @@ func copyToStream(dst *hbone.Stream, src *net.TCPConn) (int64, error) {
 		if bp == nil {
 			return total, err // nil at EOF
 		}
-		w, werr := dst.WriteHeadroom((*bp)[:hbone.FrameHeaderRoom+n])
-		streamBufPool.Put(bp)
+		w, werr := write((*bp)[:room+n])
+		pool.Put(bp)
 		total += int64(w)
 		if werr != nil {
 			return total, werr

@@ -33,22 +33,23 @@ func spliceAsync(ctx context.Context, downstream, upstream net.Conn, idle *idleP
 	a.pending.Store(2)
 	a.stop = context.AfterFunc(ctx, a.abort)
 
-	if st, ok := upstream.(*hbone.Stream); ok && isTCP(downstream) {
-		// Outbound: the client's bytes go up the stream, the stream's come back to the client.
-		st.WriteToAsync(downstream.(*net.TCPConn), func(n int64, err error) {
-			a.sent.Store(n)
-			a.dirDone(a.endTCPHalf(downstream, n, err))
-		})
-		a.resume(upstream, downstream.(*net.TCPConn), &a.received, 0)
-		return
+	// With an HBONE stream on one side: outbound, the client's bytes go up the stream and the
+	// stream's come back to the client; inbound, the stream's bytes go to the application and
+	// the application's back up the stream.
+	var st *hbone.Stream
+	var tcp *net.TCPConn
+	toTCP, fromTCP := &a.sent, &a.received // outbound counts
+	if s, ok := upstream.(*hbone.Stream); ok && isTCP(downstream) {
+		st, tcp = s, downstream.(*net.TCPConn)
+	} else if s, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
+		st, tcp, toTCP, fromTCP = s, upstream.(*net.TCPConn), &a.received, &a.sent
 	}
-	if st, ok := downstream.(*hbone.Stream); ok && isTCP(upstream) {
-		// Inbound: the stream's bytes go to the application, the application's back up the stream.
-		st.WriteToAsync(upstream.(*net.TCPConn), func(n int64, err error) {
-			a.received.Store(n)
-			a.dirDone(a.endTCPHalf(upstream, n, err))
+	if st != nil {
+		st.WriteToAsync(tcp, func(n int64, err error) {
+			toTCP.Store(n)
+			a.dirDone(a.endTCPHalf(tcp, n, err))
 		})
-		a.resume(downstream, upstream.(*net.TCPConn), &a.sent, 0)
+		a.resume(st, tcp, fromTCP, 0)
 		return
 	}
 	go func() {
