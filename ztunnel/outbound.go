@@ -127,9 +127,8 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 	return st, nil
 }
 
-// ownWorkload is Proxy.sourceWorkload without its wait (a timer and a change subscription) when
-// the current snapshot already has the pod's workload, as it nearly always does.
-// The pod's own entry (found by its ZDS identity, whatever ip is) is remembered per snapshot.
+// ownWorkload is Proxy.sourceWorkload with the pod's own entry (found by its ZDS identity,
+// whatever ip is) remembered per snapshot, with its identity.
 func (pod *podProxy) ownWorkload(ctx context.Context, ip netip.Addr) (*workload.Workload, error) {
 	snap := pod.p.store.Load()
 	if m := pod.own.Load(); m != nil && m.snap == snap {
@@ -137,9 +136,6 @@ func (pod *podProxy) ownWorkload(ctx context.Context, ip netip.Addr) (*workload.
 	}
 	if w := pod.findOwn(snap); w != nil {
 		pod.own.Store(&ownMemo{snap: snap, w: w, id: pod.p.identityOf(w).String()})
-		return w, nil
-	}
-	if w := pod.findOwnByAddr(snap, ip); w != nil {
 		return w, nil
 	}
 	return pod.p.sourceWorkload(ctx, pod, ip)

@@ -249,12 +249,6 @@ func (pod *podProxy) lookupWorkload(snap *workload.Snapshot, ip netip.Addr) *wor
 	if w := pod.findOwn(snap); w != nil {
 		return w
 	}
-	return pod.findOwnByAddr(snap, ip)
-}
-
-// findOwnByAddr finds this pod's own workload by the address it connected from (nil if ip is
-// not valid).
-func (pod *podProxy) findOwnByAddr(snap *workload.Snapshot, ip netip.Addr) *workload.Workload {
 	if ip.IsValid() {
 		if w := snap.WorkloadByAddr(pod.p.cfg.Network, ip.Unmap()); w != nil && w.Namespace == pod.info.Namespace {
 			return w
@@ -318,8 +312,9 @@ func (pod *podProxy) dialTunnel(ctx context.Context, network, addr string) (net.
 
 // socketOptions are the options of the proxy's connections from inside the pod: the proxy
 // mark, and, with a valid src, a transparent socket bound to src, so that the connection
-// appears to come from that address, as inbound delivery needs. The connect timeout is a socket option rather than a context timeout: most
-// connects complete at once, and then it costs no timer.
+// appears to come from that address, as inbound delivery needs. The connect timeout is a
+// socket option rather than a context timeout: most connects complete at once, and then it
+// costs no timer.
 func (pod *podProxy) socketOptions(src netip.AddrPort) redirect.SocketOptions {
 	o := redirect.SocketOptions{Mark: pod.p.cfg.PacketMark, NoDelay: true, KeepAlive: 180 * time.Second,
 		ConnectTimeout: pod.p.cfg.ConnectTimeout}

@@ -283,13 +283,16 @@ func (p *Proxy) prefetchCerts(ctx context.Context) error {
 // entry arrives). ip is the connection's source address, used when the pod's ZDS identity
 // does not match any workload.
 func (p *Proxy) sourceWorkload(ctx context.Context, pod *podProxy, ip netip.Addr) (*workload.Workload, error) {
-	deadline := time.NewTimer(p.cfg.SourceWorkloadWait)
-	defer deadline.Stop()
+	var deadline *time.Timer // armed only once the first look failed: usually it does not
 	for {
 		changed := p.store.Changed()
 		snap := p.store.Load()
 		if w := pod.lookupWorkload(snap, ip); w != nil {
 			return w, nil
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(p.cfg.SourceWorkloadWait)
+			defer deadline.Stop()
 		}
 		select {
 		case <-changed:
