@@ -54,11 +54,7 @@ func (h *textHandler) WithAttrs(as []slog.Attr) slog.Handler {
 // Handle writes the record with slog's text handler; a warning or worse is flushed at once when
 // the output is a LogBuffer.
 func (h *textHandler) Handle(ctx context.Context, r slog.Record) error {
-	err := h.Handler.Handle(ctx, r)
-	if r.Level >= slog.LevelWarn {
-		h.out.flush()
-	}
-	return err
+	return handleFlushingWarnings(ctx, h.Handler, r, h.out)
 }
 
 func (h *textHandler) WithGroup(name string) slog.Handler {
@@ -122,6 +118,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// handleFlushingWarnings has h handle r, then flushes out if r is a warning or worse, so that
+// those are not held back by a LogBuffer.
+func handleFlushingWarnings(ctx context.Context, h slog.Handler, r slog.Record, out *lockedWriter) error {
+	err := h.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		out.flush()
+	}
+	return err
 }
 
 // flush flushes w if it buffers (a LogBuffer).

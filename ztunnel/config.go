@@ -426,11 +426,7 @@ type flushOnWarn struct {
 }
 
 func (h flushOnWarn) Handle(ctx context.Context, r slog.Record) error {
-	err := h.Handler.Handle(ctx, r)
-	if r.Level >= slog.LevelWarn {
-		h.out.flush()
-	}
-	return err
+	return handleFlushingWarnings(ctx, h.Handler, r, h.out)
 }
 
 func (h flushOnWarn) WithAttrs(as []slog.Attr) slog.Handler {

@@ -206,22 +206,15 @@ func (pod *podProxy) finish(ci *connInfo, res spliceResult, err error) {
 }
 
 // socketOpened counts an accepted downstream socket in istio_tcp_sockets_open; the returned
-// function uncounts it.
+// function uncounts it. reporter is reporterSource or reporterDestination.
 func (pod *podProxy) socketOpened(reporter string) (closed func()) {
 	m := pod.p.metrics
 	if m == nil {
 		return func() {}
 	}
-	var slot *atomic.Pointer[boundGauge]
-	switch reporter {
-	case reporterSource:
-		slot = &m.socketsBy[0]
-	case reporterDestination:
+	slot := &m.socketsBy[0]
+	if reporter == reporterDestination {
 		slot = &m.socketsBy[1]
-	default:
-		g := m.sockets.WithLabelValues(reporter)
-		g.Inc()
-		return g.Dec
 	}
 	b := slot.Load()
 	if b == nil {
