@@ -147,7 +147,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if err := s.sendData(p[:k]); err != nil {
+		if err := s.sendData(p[:k], nil); err != nil {
 			return n, err
 		}
 		n += k
@@ -190,12 +190,10 @@ func (s *Stream) takeCredit(max int) (int, error) {
 // sendData queues one DATA item (credit already taken) and waits until it is written. If no goroutine
 // holds the writer role, this one takes it and writes the item itself. Otherwise, if the deadline
 // passes or the stream is closed before the writer took it, it is withdrawn and its credit returned.
-func (s *Stream) sendData(p []byte) error { return s.queueData(p, nil) }
-
-// queueData is sendData; framed, if non-nil, is p with FrameHeaderRoom writable bytes in front
-// (a WriteHeadroom buffer), so that the writer may build the frame headers in place rather than
-// copy p into its buffer.
-func (s *Stream) queueData(p, framed []byte) error {
+//
+// framed, if non-nil, is p with FrameHeaderRoom writable bytes in front (a WriteHeadroom buffer), so
+// that the writer may build the frame headers in place rather than copy p into its buffer.
+func (s *Stream) sendData(p, framed []byte) error {
 	c := s.c
 	c.mu.Lock()
 	err := s.writeErrLocked()

@@ -293,17 +293,7 @@ func (c *conn) writeDataInPlace(it *writeItem, maxFrame uint32) error {
 	if err := c.bw.Flush(); err != nil { // nothing to do if nothing is buffered
 		return err
 	}
-	f := it.framed
-	limit := min(int(maxFrame), MaxDataWrite)
-	for len(f) > FrameHeaderRoom {
-		n := min(len(f)-FrameHeaderRoom, limit)
-		putDataHeader(f, n, it.streamID, false)
-		if _, err := c.nc.Write(f[:FrameHeaderRoom+n]); err != nil {
-			return err
-		}
-		f = f[n:]
-	}
-	return nil
+	return c.writeFramesInPlace(it.streamID, it.framed, maxFrame, true)
 }
 
 // writeHeaders HPACK-encodes it.fields and writes a HEADERS frame plus CONTINUATIONs as needed.

@@ -53,14 +53,14 @@ func (s *Stream) sendInPlace(f []byte) error {
 	c.mu.Lock()
 	if c.writing || len(c.wq) > 0 || c.err != nil || c.closing || s.writeErrLocked() != nil {
 		c.mu.Unlock()
-		return s.queueData(f[FrameHeaderRoom:], f) // it re-checks the errors and returns the credit
+		return s.sendData(f[FrameHeaderRoom:], f) // it re-checks the errors and returns the credit
 	}
 	c.writing = true
 	maxFrame := min(c.peerMaxFrame, c.cfg.MaxFrameSize)
 	c.mu.Unlock()
 
 	c.renewWriteDeadline()
-	if err := c.writeFramesInPlace(s.id, f, maxFrame); err != nil {
+	if err := c.writeFramesInPlace(s.id, f, maxFrame, false); err != nil {
 		c.close(&ConnError{Reason: "write failed", Err: err})
 		c.mu.Lock()
 		c.writing = false
@@ -81,13 +81,21 @@ func (s *Stream) sendInPlace(f []byte) error {
 // writeFramesInPlace writes f[FrameHeaderRoom:] to the socket as DATA frames of stream id of at most
 // maxFrame (and MaxDataWrite) bytes, each header written into the FrameHeaderRoom bytes in front of
 // its payload: f's room for the first, the end of the previous payload (already written) for the
-// others. The caller holds the writer role, with nothing buffered in c.bw.
-func (c *conn) writeFramesInPlace(id uint32, f []byte, maxFrame uint32) error {
+// others. The caller holds the writer role, with nothing buffered in c.bw. If inBatch, the caller's
+// write batch is open and the frames join it; otherwise each frame goes out as writeFrame sends it.
+func (c *conn) writeFramesInPlace(id uint32, f []byte, maxFrame uint32, inBatch bool) error {
 	limit := min(int(maxFrame), MaxDataWrite)
 	for len(f) > FrameHeaderRoom {
 		n := min(len(f)-FrameHeaderRoom, limit)
 		putDataHeader(f, n, id, false)
-		if err := c.writeFrame(f[:FrameHeaderRoom+n]); err != nil {
+		frame := f[:FrameHeaderRoom+n]
+		var err error
+		if inBatch {
+			_, err = c.nc.Write(frame)
+		} else {
+			err = c.writeFrame(frame)
+		}
+		if err != nil {
 			return err
 		}
 		f = f[n:]
