@@ -22,19 +22,12 @@ func newClientConn(nc net.Conn, cfg Config, idleTimeout time.Duration, onGone, o
 	return c
 }
 
-// tryReserve reserves a slot for one new stream if the connection is usable and has fewer than limit
-// streams (limit is further capped by the peer's SETTINGS_MAX_CONCURRENT_STREAMS). A reservation must be
-// used by openStream or dropped with unreserve.
+// tryReserve reserves a slot for one new stream if the connection can take one (see load). A
+// reservation must be used by openStream.
 func (c *conn) tryReserve(limit int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.usableLocked() {
-		return false
-	}
-	if uint64(limit) > uint64(c.peerMaxStreams) {
-		limit = int(c.peerMaxStreams)
-	}
-	if len(c.streams)+c.reserved >= limit {
+	if _, ok := c.loadLocked(limit); !ok {
 		return false
 	}
 	c.reserved++
@@ -44,11 +37,15 @@ func (c *conn) tryReserve(limit int) bool {
 	return true
 }
 
-// load returns how many streams c carries (open and reserved), and whether it can take another one
-// below limit (and the peer's SETTINGS_MAX_CONCURRENT_STREAMS).
+// load returns how many streams c carries (open and reserved), and whether it is usable and can take
+// another one below limit (and the peer's SETTINGS_MAX_CONCURRENT_STREAMS).
 func (c *conn) load(limit int) (int, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.loadLocked(limit)
+}
+
+func (c *conn) loadLocked(limit int) (int, bool) {
 	if uint64(limit) > uint64(c.peerMaxStreams) {
 		limit = int(c.peerMaxStreams)
 	}

@@ -195,9 +195,9 @@ func (p *Pool) getConn(ctx context.Context, k Key) (*conn, error) {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			// Share a real dial failure; a dial abandoned by its own caller's context is retried. A
-			// failed spreading dial is not ours to share while a connection exists: look again.
-			if dc.err != nil && !errors.Is(dc.err, context.Canceled) && !errors.Is(dc.err, context.DeadlineExceeded) && best == nil {
+			// Share a real dial failure; a dial abandoned by its own caller's context is retried. (No
+			// connection had room, best is nil: a spreading caller waited for dc above.)
+			if dc.err != nil && !errors.Is(dc.err, context.Canceled) && !errors.Is(dc.err, context.DeadlineExceeded) {
 				return nil, dc.err
 			}
 			continue
