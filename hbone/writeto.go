@@ -47,14 +47,8 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			return total, net.ErrClosed
 		}
 		if s.buf.len() > 0 {
-			ch := s.buf.takeFirst()
-			c.mu.Unlock()
-			n, err := w.Write(ch.b[ch.r:ch.w])
+			n, err := s.writeFirstChunkLocked(w)
 			total += int64(n)
-			c.mu.Lock()
-			c.consumedLocked(s, int64(ch.w-ch.r))
-			c.mu.Unlock()
-			chunkPool.Put(ch.b)
 			if err != nil {
 				return total, err
 			}
@@ -77,4 +71,19 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		case <-s.closed:
 		}
 	}
+}
+
+// writeFirstChunkLocked writes the first buffered chunk to w, with conn.mu released for the write,
+// then returns the chunk's flow-control credit and its buffer. Called with conn.mu held and something
+// buffered; it returns with conn.mu released.
+func (s *Stream) writeFirstChunkLocked(w io.Writer) (int, error) {
+	c := s.c
+	ch := s.buf.takeFirst()
+	c.mu.Unlock()
+	n, err := w.Write(ch.b[ch.r:ch.w])
+	c.mu.Lock()
+	c.consumedLocked(s, int64(ch.w-ch.r))
+	c.mu.Unlock()
+	chunkPool.Put(ch.b)
+	return n, err
 }

@@ -73,14 +73,8 @@ func (s *Stream) drainAsync() {
 			return
 		}
 		if s.buf.len() > 0 {
-			ch := s.buf.takeFirst()
-			c.mu.Unlock()
-			n, err := a.w.Write(ch.b[ch.r:ch.w])
+			n, err := s.writeFirstChunkLocked(a.w)
 			a.total += int64(n)
-			c.mu.Lock()
-			c.consumedLocked(s, int64(ch.w-ch.r))
-			c.mu.Unlock()
-			chunkPool.Put(ch.b)
 			if err != nil {
 				a.done(a.total, err)
 				return
