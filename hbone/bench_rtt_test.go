@@ -2,11 +2,9 @@ package hbone
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"testing"
-	"time"
 )
 
 // BenchmarkRTT measures 1-byte ping-pong round trips through a loopback TLS HBONE tunnel whose server
@@ -29,38 +27,25 @@ func BenchmarkRTT(b *testing.B) {
 			}()
 		}
 	}()
-	pki := newTestPKI(b)
-	srv := &Server{TLSConfig: pki.server, Config: Config{Logger: discardLogger},
-		Handler: HandlerFunc(func(ctx context.Context, r *Request) {
-			s, err := r.Accept(nil)
-			if err != nil {
-				return
-			}
-			defer s.Close()
-			up, err := net.Dial("tcp", echo.Addr().String())
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			go func() {
-				s.WriteTo(up)
-				up.(*net.TCPConn).CloseWrite()
-			}()
-			buf := make([]byte, 32<<10)
-			io.CopyBuffer(struct{ io.Writer }{s}, up, buf)
-			s.CloseWrite()
-		})}
-	addr := startServerB(b, srv)
-	p := NewPool(PoolConfig{Config: Config{Logger: discardLogger}, Dial: dialTCP,
-		TLSConfig: func(context.Context, Key) (*tls.Config, error) { return pki.client, nil }})
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := p.Connect(ctx, testKey(addr), "10.0.0.1:80", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStream(b, HandlerFunc(func(ctx context.Context, r *Request) {
+		s, err := r.Accept(nil)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		up, err := net.Dial("tcp", echo.Addr().String())
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() {
+			s.WriteTo(up)
+			up.(*net.TCPConn).CloseWrite()
+		}()
+		buf := make([]byte, 32<<10)
+		io.CopyBuffer(struct{ io.Writer }{s}, up, buf)
+		s.CloseWrite()
+	}))
 	var msg [1]byte
 	b.ResetTimer()
 	for range b.N {

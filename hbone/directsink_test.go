@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"testing"
 	"time"
 )
@@ -57,22 +56,8 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 	}
 	defer s.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	dst, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	dst.(*net.TCPConn).SetWriteBuffer(4096)
-	rcv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	dst, rcv := tcpPair(t)
+	dst.SetWriteBuffer(4096)
 	got := make(chan []byte, 1)
 	go func() {
 		time.Sleep(50 * time.Millisecond) // stall: the socket fills up
@@ -86,7 +71,7 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 			err error
 		}
 		res := make(chan result, 2)
-		s.WriteToAsync(dst.(*net.TCPConn), func(n int64, err error) { res <- result{n, err} })
+		s.WriteToAsync(dst, func(n int64, err error) { res <- result{n, err} })
 		select {
 		case r := <-res:
 			n, err = r.n, r.err
@@ -102,7 +87,7 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 	if err != nil || n != int64(len(payload)) {
 		t.Errorf("WriteTo = %d, %v; want %d, nil", n, err, len(payload))
 	}
-	dst.(*net.TCPConn).CloseWrite()
+	dst.CloseWrite()
 	select {
 	case b := <-got:
 		if !bytes.Equal(b, payload) {

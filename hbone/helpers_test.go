@@ -170,6 +170,27 @@ func startServer(t *testing.T, srv *Server) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
+// tcpPair returns both ends of a loopback TCP connection, closed at cleanup.
+func tcpPair(t *testing.T) (*net.TCPConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	rcv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rcv.Close() })
+	return dst.(*net.TCPConn), rcv
+}
+
 // testPool returns a pool dialing loopback with pki's client config; dials counts the dials.
 func testPool(t *testing.T, pki *testPKI, cfg PoolConfig) (*Pool, *atomic.Int32) {
 	t.Helper()

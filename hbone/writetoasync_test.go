@@ -32,21 +32,7 @@ func TestWriteToAsyncIdleThenClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	dst, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	rcv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	dst, rcv := tcpPair(t)
 
 	before := runtime.NumGoroutine()
 	type result struct {
@@ -54,7 +40,7 @@ func TestWriteToAsyncIdleThenClose(t *testing.T) {
 		err error
 	}
 	res := make(chan result, 2)
-	s.WriteToAsync(dst.(*net.TCPConn), func(n int64, err error) { res <- result{n, err} })
+	s.WriteToAsync(dst, func(n int64, err error) { res <- result{n, err} })
 	var buf [2]byte
 	rcv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(rcv, buf[:]); err != nil || string(buf[:]) != "hi" {
