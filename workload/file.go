@@ -39,6 +39,7 @@ type FileSource struct {
 	// Owned by the goroutine calling Load/Run.
 	seen     fileStamp         // stat of the last file version read (good or bad)
 	hash     [sha256.Size]byte // of the last content parsed (good or bad)
+	hashLen  int64             // length of that content
 	hasHash  bool              // hash is valid
 	goodHash [sha256.Size]byte // of the content of last
 	lastErr  string            // text of the last reported failure, to report each one once
@@ -129,11 +130,14 @@ func (f *FileSource) poll() {
 	if stamp == f.seen {
 		return
 	}
-	// Hash the file first without holding all of it: a file only touched (or re-checked in the
-	// racy window, see remember) costs a 16 KiB buffer instead of its size in garbage.
-	if sum, err := hashFile(f.Path); err == nil && f.sameContent(sum) {
-		f.remember(stamp)
-		return
+	// A file of the size last parsed may only have been touched (or be re-checked in the racy
+	// window, see remember): hash it first without holding all of it, which costs a 16 KiB
+	// buffer instead of its size in garbage. A new size means new content: read it just once.
+	if f.hasHash && stamp.size == f.hashLen {
+		if sum, err := hashFile(f.Path); err == nil && f.sameContent(sum) {
+			f.remember(stamp)
+			return
+		}
 	}
 	data, err := os.ReadFile(f.Path)
 	if err != nil {
@@ -143,7 +147,7 @@ func (f *FileSource) poll() {
 	f.remember(stamp)
 	sum := sha256.Sum256(data)
 	if f.sameContent(sum) {
-		return // changed back between the hash and the read
+		return // touched after all (the stat was stale), or changed back since the hash
 	}
 	if err := f.apply(data, sum); err != nil {
 		f.reportFailure(fmt.Errorf("reload local config: %w", err))
@@ -206,7 +210,7 @@ func (f *FileSource) sameContent(sum [sha256.Size]byte) bool {
 // apply parses data, whose sha256 is sum, and publishes it. The hash is recorded either way, so
 // the same bad content is not parsed again.
 func (f *FileSource) apply(data []byte, sum [sha256.Size]byte) error {
-	f.hash, f.hasHash = sum, true
+	f.hash, f.hashLen, f.hasHash = sum, int64(len(data)), true
 	cfg, err := parseLocalConfig(f.Path, data) // without Raw: the admin dump needs only the entries
 	if err != nil {
 		return err
