@@ -41,10 +41,13 @@ type slab[T any] struct {
 const slabBlock = 1024
 
 // clone returns a copy of src carved from the current block. An empty src gives an empty,
-// non-nil slice when src is non-nil (nil stays nil).
+// non-nil slice when src is non-nil (nil stays nil); it does not point into src.
 func (s *slab[T]) clone(src []T) []T {
 	if len(src) == 0 {
-		return src[:0:0]
+		if src == nil {
+			return nil
+		}
+		return []T{}
 	}
 	if cap(s.block)-len(s.block) < len(src) {
 		s.block = make([]T, 0, max(slabBlock, len(src)))

@@ -96,9 +96,7 @@ func splitConfig(data []byte, chunk int) ([]piece, bool) {
 	}
 	closeField := func(end, endLine int) {
 		switch state {
-		case stRaw:
-			flush(end, endLine, pieceRaw)
-		case stHead: // "key:" with nothing after it: a null value
+		case stRaw, stHead: // stHead: "key:" with nothing after it, a null value
 			flush(end, endLine, pieceRaw)
 		case stItems:
 			flush(end, endLine, pieceItems)

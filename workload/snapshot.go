@@ -59,8 +59,6 @@ func NewSnapshot(workloads []*Workload, services []*Service, policies []*Policy)
 	s := &Snapshot{
 		workloads: make([]*Workload, 0, len(workloads)),
 		byAddr:    make(map[string][]addrEntry),
-		byNode:    make(map[string][]*Workload),
-		byIdent:   make(map[identityKey][]*Workload),
 		services:  make([]*Service, 0, len(services)),
 		svcByKey:  make(map[string]*Service, len(services)),
 		svcByVIP:  make(map[NetworkAddress]*Service, len(services)),
