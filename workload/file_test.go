@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +17,11 @@ import (
 // configWith returns a valid config with one workload named name.
 func configWith(name string) string {
 	return fmt.Sprintf("workloads:\n- {uid: u-%s, name: %s, namespace: ns, workloadIps: [\"10.0.0.1\"]}\n", name, name)
+}
+
+// quietSource returns a FileSource on path that discards its logs.
+func quietSource(path string) *FileSource {
+	return &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.DiscardHandler)}
 }
 
 // syncBuffer is a bytes.Buffer safe for the Run goroutine to write and the test to read.
@@ -232,7 +236,7 @@ func TestFileSourceLoadErrors(t *testing.T) {
 func TestFileSourceRunStopsOnCancel(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, configWith("one"))
-	f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.DiscardHandler)}
+	f := quietSource(path)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }() // without Load: the first poll (1 s default) loads
@@ -256,7 +260,7 @@ func TestFileSourceRecheckDoesNotHoldTheFile(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	f := quietSource(path)
 	if err := f.Load(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package workload
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -64,7 +62,7 @@ func fileSourceMem(tb testing.TB, data []byte) (retained, allocated uint64) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	f := quietSource(path)
 	if err := f.Load(); err != nil {
 		tb.Fatal(err)
 	}
@@ -106,7 +104,7 @@ func BenchmarkFileSourceLoad(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		f := &FileSource{Path: path, Store: NewStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		f := quietSource(path)
 		if err := f.Load(); err != nil {
 			b.Fatal(err)
 		}

@@ -9,12 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// cmpModel compares model values, including netip types by value.
-var cmpModel = cmp.Options{
-	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
-	cmpopts.EquateEmpty(),
-}
+// cmpModel compares model values, including netip types by value; nil and empty are equal.
+var cmpModel = cmp.Options{cmpStrict, cmpopts.EquateEmpty()}
 
 func mustParse(t testing.TB, yaml string) *LocalConfig {
 	t.Helper()
