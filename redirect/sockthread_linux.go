@@ -83,7 +83,7 @@ func kindOf(family, sotype int) (sockKind, bool) {
 // n's socket thread if it is not running. The caller owns the fd.
 func (n *NetNS) socket(family, sotype int) (int, error) {
 	kind, spare := kindOf(family, sotype)
-	reply := make(chan sockResult, 1)
+	var reply chan sockResult // made only when the thread is asked: most calls take a spare
 	for {
 		t, err := n.sockThread()
 		if err != nil {
@@ -96,6 +96,9 @@ func (n *NetNS) socket(family, sotype int) (int, error) {
 				return fd, nil
 			default:
 			}
+		}
+		if reply == nil {
+			reply = make(chan sockResult, 1)
 		}
 		select {
 		case t.reqs <- sockReq{family: family, sotype: sotype, reply: reply}:
