@@ -471,7 +471,7 @@ func TestDialAddrPort(t *testing.T) {
 	if errAP == nil || errStr == nil || errAP.Error() != errStr.Error() {
 		t.Errorf("refused: DialAddrPort error %v, Dial error %v; want the same", errAP, errStr)
 	}
-	// The namespace-less path (nil NetNS) goes through Dial.
+	// The namespace-less path (nil NetNS) dials as Dial does.
 	var host *redirect.NetNS
 	if _, err := host.DialAddrPort(ctx, "tcp", refused, redirect.SocketOptions{}); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("host DialAddrPort to a closed port = %v, want ECONNREFUSED", err)

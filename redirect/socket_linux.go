@@ -122,10 +122,16 @@ func applyTCPOptions(fd int, o SocketOptions) error {
 	if o.KeepAlive <= 0 {
 		return nil
 	}
-	secs := max(int(o.KeepAlive/time.Second), 1)
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
 		return fmt.Errorf("set SO_KEEPALIVE: %w", err)
 	}
+	return setKeepAliveTimes(fd, o.KeepAlive)
+}
+
+// setKeepAliveTimes sets the keepalive idle time and interval to d (rounded down to seconds, at
+// least 1 s).
+func setKeepAliveTimes(fd int, d time.Duration) error {
+	secs := max(int(d/time.Second), 1)
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
 		return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
 	}
@@ -151,14 +157,7 @@ func applyFileConnTCPOptions(fd int, o SocketOptions) error {
 		}
 		return nil
 	}
-	secs := max(int(o.KeepAlive/time.Second), 1)
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs); err != nil {
-		return fmt.Errorf("set TCP_KEEPIDLE: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs); err != nil {
-		return fmt.Errorf("set TCP_KEEPINTVL: %w", err)
-	}
-	return nil
+	return setKeepAliveTimes(fd, o.KeepAlive)
 }
 
 func isTCP(network string) bool {
@@ -220,16 +219,15 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string, o SocketOptions)
 // DialAddrPort is Dial to an address already parsed: the same connection and errors, without
 // formatting and parsing the address, and with a shallower stack.
 func (n *NetNS) DialAddrPort(ctx context.Context, network string, raddr netip.AddrPort, o SocketOptions) (net.Conn, error) {
-	if n != nil {
-		if threadDialableAddr(network, raddr.Addr(), o) {
-			c, err := n.dialThread(ctx, network, raddr, o)
-			if err != nil {
-				return nil, fmt.Errorf("dial %s %s in %s: %w", network, raddr, n, err)
-			}
-			return c, nil
+	if n != nil && threadDialableAddr(network, raddr.Addr(), o) {
+		c, err := n.dialThread(ctx, network, raddr, o)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s %s in %s: %w", network, raddr, n, err)
 		}
+		return c, nil
 	}
-	return n.Dial(ctx, network, raddr.String(), o)
+	// Where Dial would not take the thread path either.
+	return n.dialSetns(ctx, network, raddr.String(), o)
 }
 
 // dialSetns dials with the calling thread switched into n for the whole
