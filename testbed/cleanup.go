@@ -173,13 +173,7 @@ func removeRun(ctx context.Context, runID, dir string, ip ipRunner) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// Pod namespaces ("<id>-n1p2") have longer names than node ones ("<id>-n1").
-	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
-	for _, n := range names {
-		if err := ip.delNetNS(ctx, n); err != nil {
-			errs = append(errs, fmt.Errorf("run %s: %w", runID, err))
-		}
-	}
+	errs = append(errs, delRunNetNS(ctx, ip, runID, names)...)
 	if b, err := os.ReadFile(filepath.Join(dir, workdirFile)); err == nil {
 		if wd := strings.TrimSpace(string(b)); wd != "" && filepath.IsAbs(wd) && wd != "/" {
 			if err := os.RemoveAll(wd); err != nil {
@@ -193,6 +187,19 @@ func removeRun(ctx context.Context, runID, dir string, ip ipRunner) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// delRunNetNS deletes the network namespaces names of run runID, pods before nodes: pod
+// namespaces ("<id>-n1p2") have longer names than node ones ("<id>-n1"). It sorts names.
+func delRunNetNS(ctx context.Context, ip ipRunner, runID string, names []string) []error {
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	var errs []error
+	for _, n := range names {
+		if err := ip.delNetNS(ctx, n); err != nil {
+			errs = append(errs, fmt.Errorf("run %s: %w", runID, err))
+		}
+	}
+	return errs
 }
 
 // killIdent SIGKILLs the identified process if it still runs and waits briefly for it to go.
@@ -247,13 +254,7 @@ func sweepUnrecorded(ctx context.Context, stateRoot string, logger *slog.Logger,
 			continue
 		}
 		logger.Info("removing namespaces of an unrecorded run", "run", id, "namespaces", len(nss))
-		slices.SortFunc(nss, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
-		var runErrs []error
-		for _, n := range nss {
-			if err := ip.delNetNS(ctx, n); err != nil {
-				runErrs = append(runErrs, fmt.Errorf("run %s: %w", id, err))
-			}
-		}
+		runErrs := delRunNetNS(ctx, ip, id, nss)
 		if len(runErrs) == 0 {
 			removed = append(removed, id)
 		}

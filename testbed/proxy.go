@@ -114,7 +114,6 @@ func (c *Cluster) TerminateProxy(nodeName string, grace time.Duration) error {
 // proxyProc is one running proxy process.
 type proxyProc struct {
 	*Process
-	node  string
 	ident procIdent
 
 	mu      sync.Mutex      // guards offset, partial, hashes
@@ -129,7 +128,7 @@ func startProxy(node, ns, binary string, env []string, logPath string) (*proxyPr
 	if err != nil {
 		return nil, err
 	}
-	p := &proxyProc{Process: proc, node: node, hashes: map[string]bool{}}
+	p := &proxyProc{Process: proc, hashes: map[string]bool{}}
 	p.ident, err = identify(proc.PID())
 	if err != nil {
 		// A proxy that exits at once (e.g. on bad config) may be reaped before identify: report
