@@ -76,53 +76,43 @@ func (e *env) warmUp(ctx context.Context) error {
 }
 
 func measureThroughput1(ctx context.Context, e *env, p *path, r *Results) error {
-	before, err := cpuOf(p.pids)
-	if err != nil {
+	var res load.ThroughputResult
+	cpu, err := cpuDuring(p.pids, func() (err error) {
+		res, err = load.Throughput(ctx, p.dial, 1, e.cfg.Duration)
 		return err
-	}
-	res, err := load.Throughput(ctx, p.dial, 1, e.cfg.Duration)
-	if err != nil {
-		return err
-	}
-	after, err := cpuOf(p.pids)
+	})
 	if err != nil {
 		return err
 	}
 	r.Add(FigThroughput, p.name, res.Gbps())
 	attrs := []any{"path", p.name, "gbps", round3(res.Gbps())}
-	if len(p.pids) > 0 && res.Bytes > 0 {
-		gb := float64(res.Bytes) / 1e9
-		var sum float64
-		for i := range p.pids {
-			v := (after[i] - before[i]) / gb
-			sum += v
-			r.AddDetail(FigCPUPerGB+"/"+p.pidNames[i], p.name, v)
+	if res.Bytes > 0 {
+		if perGB := p.addCPUDetail(r, FigCPUPerGB, cpu, 1, float64(res.Bytes)/1e9); len(perGB) > 0 {
+			var sum float64
+			for _, v := range perGB {
+				sum += v
+			}
+			mean := sum / float64(len(perGB))
+			r.Add(FigCPUPerGB, p.name, mean)
+			attrs = append(attrs, "cpu_s_per_gb", round3(mean))
 		}
-		r.Add(FigCPUPerGB, p.name, sum/float64(len(p.pids)))
-		attrs = append(attrs, "cpu_s_per_gb", round3(sum/float64(len(p.pids))))
 	}
 	e.cfg.Logger.Info("throughput", attrs...)
 	return nil
 }
 
 func measureThroughputN(ctx context.Context, e *env, p *path, r *Results) error {
-	before, err := cpuOf(p.pids)
-	if err != nil {
+	var res load.ThroughputResult
+	cpu, err := cpuDuring(p.pids, func() (err error) {
+		res, err = load.Throughput(ctx, p.dial, e.cfg.Streams, e.cfg.Duration)
 		return err
-	}
-	res, err := load.Throughput(ctx, p.dial, e.cfg.Streams, e.cfg.Duration)
-	if err != nil {
-		return err
-	}
-	after, err := cpuOf(p.pids)
+	})
 	if err != nil {
 		return err
 	}
 	r.Add(FigThroughput8, p.name, res.Gbps())
 	if res.Bytes > 0 {
-		for i := range p.pids {
-			r.AddDetail(FigCPUPerGB+"_streams/"+p.pidNames[i], p.name, (after[i]-before[i])/(float64(res.Bytes)/1e9))
-		}
+		p.addCPUDetail(r, FigCPUPerGB+"_streams", cpu, 1, float64(res.Bytes)/1e9)
 	}
 	e.cfg.Logger.Info("parallel throughput", "path", p.name, "streams", e.cfg.Streams, "gbps", round3(res.Gbps()))
 	return nil
@@ -130,24 +120,17 @@ func measureThroughputN(ctx context.Context, e *env, p *path, r *Results) error 
 
 func measureRTT(ctx context.Context, e *env, p *path, r *Results) error {
 	for _, size := range []int{1, 1024} {
-		before, err := cpuOf(p.pids)
-		if err != nil {
+		var rtts []time.Duration
+		cpu, err := cpuDuring(p.pids, func() (err error) {
+			rtts, err = load.RTT(ctx, p.dial, size, e.cfg.RTTDuration, e.cfg.RTTMaxCount)
 			return err
-		}
-		rtts, err := load.RTT(ctx, p.dial, size, e.cfg.RTTDuration, e.cfg.RTTMaxCount)
-		if err != nil {
-			return err
-		}
-		after, err := cpuOf(p.pids)
+		})
 		if err != nil {
 			return err
 		}
 		if len(rtts) > 0 {
 			// CPU per round trip of each proxy: tells per-hop work apart from scheduling delay.
-			for i := range p.pids {
-				r.AddDetail(fmt.Sprintf("rtt%d_cpu_us_per_round_trip/%s", size, p.pidNames[i]), p.name,
-					(after[i]-before[i])*1e6/float64(len(rtts)))
-			}
+			p.addCPUDetail(r, fmt.Sprintf("rtt%d_cpu_us_per_round_trip", size), cpu, 1e6, float64(len(rtts)))
 		}
 		us := make([]float64, len(rtts))
 		for i, d := range rtts {
@@ -170,28 +153,52 @@ func measureRTT(ctx context.Context, e *env, p *path, r *Results) error {
 }
 
 func measureConnRate(ctx context.Context, e *env, p *path, r *Results) error {
-	before, err := cpuOf(p.pids)
+	var res load.ConnRateResult
+	cpu, err := cpuDuring(p.pids, func() (err error) {
+		res, err = load.ConnRate(ctx, p.dial, e.cfg.ConnClients, e.cfg.Duration, maxConns)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	res, err := load.ConnRate(ctx, p.dial, e.cfg.ConnClients, e.cfg.Duration, maxConns)
-	if err != nil {
-		return err
-	}
-	after, err := cpuOf(p.pids)
-	if err != nil {
-		return err
-	}
-	if done := float64(res.Done); done > 0 {
+	if res.Done > 0 {
 		// CPU per connection of each proxy: steadier than the rate on a busy machine.
-		for i := range p.pids {
-			r.AddDetail("conn_cpu_us_per_conn/"+p.pidNames[i], p.name, (after[i]-before[i])*1e6/done)
-		}
+		p.addCPUDetail(r, "conn_cpu_us_per_conn", cpu, 1e6, float64(res.Done))
 	}
 	r.Add(FigConnPerS, p.name, res.PerSecond())
 	r.AddDetail("conn_failed", p.name, float64(res.Failed))
 	e.cfg.Logger.Info("new connections", "path", p.name, "per_s", round3(res.PerSecond()), "failed", res.Failed)
 	return nil
+}
+
+// cpuDuring runs fn and returns the CPU seconds each of pids used meanwhile.
+func cpuDuring(pids []int, fn func() error) ([]float64, error) {
+	before, err := cpuOf(pids)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(); err != nil {
+		return nil, err
+	}
+	after, err := cpuOf(pids)
+	if err != nil {
+		return nil, err
+	}
+	for i := range after {
+		after[i] -= before[i]
+	}
+	return after, nil
+}
+
+// addCPUDetail records cpu (from cpuDuring on p.pids) as cpu*scale/units for each of p's
+// processes, in the detail series name+"/"+process, and returns the values.
+func (p *path) addCPUDetail(r *Results, name string, cpu []float64, scale, units float64) []float64 {
+	vs := make([]float64, len(cpu))
+	for i, c := range cpu {
+		vs[i] = c * scale / units
+		r.AddDetail(name+"/"+p.pidNames[i], p.name, vs[i])
+	}
+	return vs
 }
 
 // cpuOf returns the CPU seconds of each process.
