@@ -122,7 +122,7 @@ func NewCAClient(cfg CAClientConfig) (*CAClient, error) {
 
 // Issue generates a fresh P-256 key and CSR for id, asks the CA to sign it and returns the verified
 // result. The response chain (leaf first, the last element holding the root or roots) must verify
-// from the leaf to those roots, and the leaf must carry exactly id as its first SPIFFE URI SAN and our
+// from the leaf to those roots, and the leaf must carry exactly id as its only URI SAN and our
 // public key. RPC errors wrap the gRPC status (status.FromError finds it).
 func (c *CAClient) Issue(ctx context.Context, id Identity) (*WorkloadCert, error) {
 	csrPEM, key, err := NewCSR(id)

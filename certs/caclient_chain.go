@@ -12,7 +12,7 @@ import (
 //
 // Every element is PEM and may hold several certificates. The elements before the last are the leaf
 // (first) and any intermediates; the last element holds the root or roots, which all become trust
-// anchors. The leaf must carry id as its first SPIFFE URI SAN and key's public key, and must verify
+// anchors. The leaf must carry id as its only URI SAN (an X.509-SVID) and key's public key, and must verify
 // through the intermediates to one of the roots for both server and client authentication. Validity
 // is checked at now, or at the leaf's NotBefore if that is later, so that a CA whose clock runs
 // slightly ahead of ours is tolerated; an expired chain is rejected.
@@ -38,12 +38,12 @@ func certFromCAResponse(chainPEM []string, key crypto.Signer, id Identity, now t
 	}
 
 	leaf := chain[0]
-	ids := certIdentities(leaf)
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("CA returned certificate without SPIFFE identity (URI SANs %q), want %s", uriStrings(leaf), id)
+	got, err := leafIdentity(leaf, "CA-issued certificate")
+	if err != nil {
+		return nil, fmt.Errorf("%w (want %s)", err, id)
 	}
-	if ids[0] != id {
-		return nil, fmt.Errorf("CA returned certificate for %s, want %s", ids[0], id)
+	if got != id {
+		return nil, fmt.Errorf("CA returned certificate for %s, want %s", got, id)
 	}
 	if !publicKeysEqual(key.Public(), leaf.PublicKey) {
 		return nil, errors.New("CA returned certificate for a different public key than the one in our CSR")

@@ -81,7 +81,15 @@ func TestCAClientRejectsBadResponses(t *testing.T) {
 			answer: func(_ *pb.IstioCertificateRequest, pub any, _ []*url.URL) (*pb.IstioCertificateResponse, error) {
 				return chain(pemOf(f.leaf(pub, []*url.URL{mustURL(t, "https://example.com/x")}, time.Hour, f.rootKey, f.root, true)), pemOf(f.root))
 			},
-			wantErr: []string{"without SPIFFE identity", "https://example.com/x"},
+			wantErr: []string{"CA-issued certificate URI SAN is not a SPIFFE identity", "https://example.com/x"},
+		},
+		{
+			name: "a second URI SAN",
+			answer: func(_ *pb.IstioCertificateRequest, pub any, uris []*url.URL) (*pb.IstioCertificateResponse, error) {
+				two := append(uris[:len(uris):len(uris)], mustURL(t, otherID.String()))
+				return chain(pemOf(f.leaf(pub, two, time.Hour, f.rootKey, f.root, true)), pemOf(f.root))
+			},
+			wantErr: []string{"CA-issued certificate has 2 URI SANs", otherID.String(), "exactly one"},
 		},
 		{
 			name: "chain does not verify to the returned root",

@@ -12,8 +12,11 @@
 //
 // [ClientTLSConfig] and [ServerTLSConfig] build TLS 1.3 configurations matching ztunnel: ALPN "h2", no SNI,
 // no session resumption, peer chains verified against the roots that came with our own certificate, and
-// identity checks on SPIFFE URI SANs (the client checks the exact peer identity, the server only the trust
-// domain; authorization of the identity is left to the caller).
+// identity checks on the peer's SPIFFE ID (the client checks the exact peer identity, the server only the
+// trust domain; authorization of the identity is left to the caller). Stricter than the reference, which
+// accepts a leaf if any of its URI SANs fits: a peer leaf must be an X.509-SVID, with exactly one URI SAN
+// and that a SPIFFE ID, so the identity checked in the handshake is the one [PeerIdentity] reports to
+// authorization.
 //
 // # Concurrency
 //

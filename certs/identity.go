@@ -80,19 +80,26 @@ func checkPart(s string) error {
 	return nil
 }
 
-// certIdentities returns every URI SAN of cert that parses as an Identity, in certificate order.
-// Other SAN types and non-SPIFFE URIs are ignored.
-func certIdentities(cert *x509.Certificate) []Identity {
-	var ids []Identity
-	for _, u := range cert.URIs {
-		if u == nil {
-			continue
-		}
-		if id, err := ParseIdentity(u.String()); err == nil {
-			ids = append(ids, id)
-		}
+// leafIdentity returns the SPIFFE identity of an X.509-SVID leaf. The SPIFFE X.509-SVID
+// specification allows exactly one URI SAN in a leaf SVID, and it must be the SPIFFE ID; a leaf with
+// none, with several (even if all are SPIFFE IDs) or with one that is not an Istio SPIFFE identity is
+// refused. Checking one SAN and authorizing another would let a certificate pass as two identities.
+// what names the certificate in the error, e.g. "client certificate".
+func leafIdentity(leaf *x509.Certificate, what string) (Identity, error) {
+	switch n := len(leaf.URIs); {
+	case n == 0:
+		return Identity{}, fmt.Errorf("%s has no URI SAN; an X.509-SVID must have exactly one, the SPIFFE ID", what)
+	case n > 1:
+		return Identity{}, fmt.Errorf("%s has %d URI SANs %q; an X.509-SVID must have exactly one", what, n, uriStrings(leaf))
 	}
-	return ids
+	if leaf.URIs[0] == nil {
+		return Identity{}, fmt.Errorf("%s has an empty URI SAN", what)
+	}
+	id, err := ParseIdentity(leaf.URIs[0].String())
+	if err != nil {
+		return Identity{}, fmt.Errorf("%s URI SAN is not a SPIFFE identity: %w", what, err)
+	}
+	return id, nil
 }
 
 // uriStrings returns the URI SANs of cert as strings, for error messages.

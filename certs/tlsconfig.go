@@ -25,9 +25,9 @@ func baseTLSConfig() *tls.Config {
 // server that must prove one of the expected identities. It always presents src's chain and sends no
 // SNI when used with tls.Client (ServerName stays empty). Go's hostname verification is replaced by
 // VerifyConnection: the server chain must verify against src.RootPool() (intermediates taken from the
-// peer's chain, ExtKeyUsage serverAuth), then at least one of its SPIFFE URI SANs must equal one of
-// expected; DNS and IP SANs are ignored. An empty expected list accepts no server. No session cache is
-// set, so sessions are never resumed.
+// peer's chain, ExtKeyUsage serverAuth), then the leaf must be an X.509-SVID (exactly one URI SAN,
+// a SPIFFE identity; see leafIdentity) whose identity is one of expected; DNS and IP SANs are ignored.
+// An empty expected list accepts no server. No session cache is set, so sessions are never resumed.
 func ClientTLSConfig(src *WorkloadCert, expected []Identity) *tls.Config {
 	cfg := baseTLSConfig()
 	want := slices.Clone(expected)
@@ -47,23 +47,25 @@ func ClientTLSConfig(src *WorkloadCert, expected []Identity) *tls.Config {
 		if err != nil {
 			return fmt.Errorf("verify server certificate: %w", err)
 		}
-		got := certIdentities(leaf)
-		for _, id := range got {
-			if slices.Contains(want, id) {
-				return nil
-			}
+		got, err := leafIdentity(leaf, "server certificate")
+		if err != nil {
+			return fmt.Errorf("verify server certificate: %w", err)
 		}
-		return fmt.Errorf("verify server certificate: identity mismatch: server has %q, expected one of %q",
-			uriStrings(leaf), identityStrings(want))
+		if !slices.Contains(want, got) {
+			return fmt.Errorf("verify server certificate: identity mismatch: server has %q, expected one of %q",
+				got.String(), identityStrings(want))
+		}
+		return nil
 	}
 	return cfg
 }
 
 // ServerTLSConfig returns the HBONE server configuration. For every handshake it calls get with the
 // handshake's context for the certificate to present. A client certificate is required; its chain must
-// verify against the roots of the server's own certificate (ExtKeyUsage clientAuth) and at least one of
-// its SPIFFE URI SANs must be in the server certificate's trust domain. Which identities may connect is
-// left to authorization.
+// verify against the roots of the server's own certificate (ExtKeyUsage clientAuth), and its leaf must
+// be an X.509-SVID (exactly one URI SAN, a SPIFFE identity; see leafIdentity) in the server
+// certificate's trust domain. Which identities may connect is left to authorization, which reads the
+// same identity through PeerIdentity.
 func ServerTLSConfig(get func(ctx context.Context) (*WorkloadCert, error)) *tls.Config {
 	cfg := baseTLSConfig()
 	cfg.ClientAuth = tls.RequireAnyClientCert
@@ -94,13 +96,14 @@ func verifyClient(wc *WorkloadCert, cs tls.ConnectionState) error {
 	if err != nil {
 		return fmt.Errorf("verify client certificate: %w", err)
 	}
-	td := wc.Identity.TrustDomain
-	for _, id := range certIdentities(leaf) {
-		if id.TrustDomain == td {
-			return nil
-		}
+	id, err := leafIdentity(leaf, "client certificate")
+	if err != nil {
+		return fmt.Errorf("verify client certificate: %w", err)
 	}
-	return fmt.Errorf("verify client certificate: no SPIFFE identity in trust domain %q (client has %q)", td, uriStrings(leaf))
+	if td := wc.Identity.TrustDomain; id.TrustDomain != td {
+		return fmt.Errorf("verify client certificate: client identity %s is not in trust domain %q", id, td)
+	}
+	return nil
 }
 
 // verifyPeerChain verifies the peer's leaf against roots, using the rest of the peer chain as
@@ -125,7 +128,8 @@ func verifyPeerChain(cs tls.ConnectionState, roots *x509.CertPool, usage x509.Ex
 	return leaf, nil
 }
 
-// PeerIdentity returns the first SPIFFE URI SAN of the peer's leaf certificate. The leaf is taken from
+// PeerIdentity returns the SPIFFE identity of the peer's leaf certificate, which must be an X.509-SVID:
+// exactly one URI SAN, a SPIFFE identity (see leafIdentity); anything else is an error. The leaf is taken from
 // cs.VerifiedChains when Go verified the chain, else from cs.PeerCertificates: the configs of this
 // package verify the chain in VerifyConnection, so the handshake succeeding means it was verified.
 // Callers using other configs must make sure the peer chain was verified.
@@ -142,11 +146,11 @@ func PeerIdentity(cs *tls.ConnectionState) (Identity, error) {
 	default:
 		return Identity{}, errors.New("peer identity: peer presented no certificate")
 	}
-	ids := certIdentities(leaf)
-	if len(ids) == 0 {
-		return Identity{}, fmt.Errorf("peer identity: no SPIFFE URI SAN in peer certificate (URIs %q)", uriStrings(leaf))
+	id, err := leafIdentity(leaf, "peer certificate")
+	if err != nil {
+		return Identity{}, fmt.Errorf("peer identity: %w", err)
 	}
-	return ids[0], nil
+	return id, nil
 }
 
 func identityStrings(ids []Identity) []string {

@@ -321,7 +321,7 @@ func TestPeerIdentityErrors(t *testing.T) {
 	}
 	_, noSAN := mkCert(t, nil, nil, &x509.Certificate{URIs: []*url.URL{mustURL(t, "https://example.com/x")}})
 	st := &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{noSAN}}
-	wantErr(t, "PeerIdentity without SPIFFE SAN", func() error { _, err := PeerIdentity(st); return err }(), "no SPIFFE URI SAN", "https://example.com/x")
+	wantErr(t, "PeerIdentity without SPIFFE SAN", func() error { _, err := PeerIdentity(st); return err }(), "not a SPIFFE identity", "https://example.com/x")
 }
 
 func TestNewWorkloadCertErrors(t *testing.T) {
@@ -346,7 +346,7 @@ func TestNewWorkloadCertErrors(t *testing.T) {
 		{"no SPIFFE SAN", func() error {
 			_, err := NewWorkloadCert(noSANKey, []*x509.Certificate{noSAN}, wc.Roots)
 			return err
-		}, "no SPIFFE URI SAN"},
+		}, "leaf certificate has no URI SAN"},
 	}
 	for _, tc := range tests {
 		wantErr(t, tc.name, tc.err(), tc.errPart)

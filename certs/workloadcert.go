@@ -41,8 +41,9 @@ func (c *WorkloadCert) RootPool() *x509.CertPool {
 }
 
 // NewWorkloadCert assembles a WorkloadCert from a private key, the chain (leaf first, without roots)
-// and the trust anchors. It checks that the key matches the leaf, that the leaf carries a SPIFFE URI
-// SAN (the first one becomes Identity) and that at least one root is given. It does not verify the
+// and the trust anchors. It checks that the key matches the leaf, that the leaf is an X.509-SVID (exactly
+// one URI SAN, a SPIFFE identity, which becomes Identity: peers refuse anything else) and that at least
+// one root is given. It does not verify the
 // chain: that happens in every handshake.
 func NewWorkloadCert(key crypto.Signer, chain, roots []*x509.Certificate) (*WorkloadCert, error) {
 	if key == nil {
@@ -68,16 +69,16 @@ func NewWorkloadCert(key crypto.Signer, chain, roots []*x509.Certificate) (*Work
 	if !publicKeysEqual(key.Public(), leaf.PublicKey) {
 		return nil, errors.New("build workload certificate: private key does not match the leaf certificate")
 	}
-	ids := certIdentities(leaf)
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("build workload certificate: leaf has no SPIFFE URI SAN (URIs: %q)", uriStrings(leaf))
+	id, err := leafIdentity(leaf, "leaf certificate")
+	if err != nil {
+		return nil, fmt.Errorf("build workload certificate: %w", err)
 	}
 	der := make([][]byte, len(chain))
 	for i, c := range chain {
 		der[i] = c.Raw
 	}
 	return &WorkloadCert{
-		Identity:  ids[0],
+		Identity:  id,
 		TLS:       tls.Certificate{Certificate: der, PrivateKey: key, Leaf: leaf},
 		Chain:     append([]*x509.Certificate(nil), chain...),
 		Roots:     append([]*x509.Certificate(nil), roots...),
