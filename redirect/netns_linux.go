@@ -135,27 +135,70 @@ func (n *NetNS) String() string {
 	return "fd:" + strconv.Itoa(int(n.f.Fd()))
 }
 
-// Do runs fn on the calling goroutine's OS thread switched into n, then
-// switches the thread back. If switching back fails, the thread stays
-// locked so that it dies with the goroutine instead of being reused in the
-// wrong namespace. fn must not start goroutines that expect to run in n.
+// Do runs fn on a fresh OS thread switched into n and returns fn's error;
+// the calling goroutine's thread never changes namespace. fn runs on its own
+// goroutine, locked to that thread, while the caller waits. Afterwards the
+// thread is switched back and returned to the runtime; if switching back
+// fails, or fn panics or exits its goroutine, the thread is never reused:
+// its goroutine ends still locked, so the runtime terminates it. A panic in
+// fn is re-raised in the caller. fn must not start goroutines that expect to
+// run in n. (The runtime cannot end the main thread and parks it instead; a
+// program that must rule that out keeps its main goroutine locked.)
 func (n *NetNS) Do(fn func() error) error {
+	done := make(chan doResult, 1)
+	go n.doLocked(fn, done)
+	r := <-done
+	if r.panicked {
+		panic(r.panicVal)
+	}
+	return r.err
+}
+
+type doResult struct {
+	err      error
+	panicked bool
+	panicVal any
+}
+
+// doLocked is Do's throw-away goroutine. It sends exactly one result.
+func (n *NetNS) doLocked(fn func() error, done chan<- doResult) {
+	// Unlocked only once the thread is back in its original namespace.
 	runtime.LockOSThread()
+	r := doResult{err: fmt.Errorf("netns do: function in %s exited its goroutine", n)}
+	defer func() { done <- r }()
 	orig, err := os.Open(threadNetNSPath())
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("netns do: open current netns: %w", err)
+		r.err = fmt.Errorf("netns do: open current netns: %w", err)
+		return
 	}
 	defer orig.Close()
 	if err := unix.Setns(n.Fd(), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns do: enter %s: %w", n, err)
+		runtime.UnlockOSThread() // a failed setns changes nothing
+		r.err = fmt.Errorf("netns do: enter %s: %w", n, err)
+		return
 	}
-	fnErr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: the runtime terminates it when this goroutine exits.
-		return errors.Join(fnErr, fmt.Errorf("netns do: restore netns after %s: %w", n, err))
+	r = callRecover(fn)
+	if r.panicked {
+		return
+	}
+	if err := restoreNetNS(int(orig.Fd())); err != nil {
+		r.err = errors.Join(r.err, fmt.Errorf("netns do: restore netns after %s (thread discarded): %w", n, err))
+		return
 	}
 	runtime.UnlockOSThread()
-	return fnErr
 }
+
+// callRecover calls fn and returns its error, or what it panicked with.
+func callRecover(fn func() error) (r doResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			r = doResult{panicked: true, panicVal: v}
+		}
+	}()
+	return doResult{err: fn()}
+}
+
+// restoreNetNS switches the calling thread into the namespace open as fd.
+// Tests replace it to make restoring fail.
+var restoreNetNS = func(fd int) error { return unix.Setns(fd, unix.CLONE_NEWNET) }
