@@ -45,6 +45,11 @@ const (
 	maxQueuedControl = 1024
 	// goAwayFlushWait is how long a failing connection waits for its GOAWAY to be written before closing.
 	goAwayFlushWait = time.Second
+	// closeGrace is how long closing a TLS connection may wait for its close_notify alert to be written
+	// before the socket under the TLS layer is closed anyway. A peer that stopped reading would otherwise
+	// hold every closer for crypto/tls's own 5 s alert deadline (x/net's HTTP/2 gives such closes 250 ms
+	// too).
+	closeGrace = 250 * time.Millisecond
 )
 
 // conn is one HTTP/2 connection, client or server side: the shared engine under Pool and Server.
@@ -181,6 +186,7 @@ func (c *conn) sinceStart() time.Duration { return time.Since(c.start) }
 
 // close ends the connection with cause (wrapped as *ConnError if it is not one). It is idempotent: the
 // first cause wins. Every stream fails with the cause, queued writes are answered, the socket is closed.
+// It returns within about closeGrace even if the peer stopped reading (see closeSocket).
 func (c *conn) close(cause error) {
 	ce := asConnError(cause)
 	c.mu.Lock()
@@ -212,12 +218,28 @@ func (c *conn) close(cause error) {
 	c.mu.Unlock()
 
 	c.cancel()
-	_ = c.nc.Close()
+	c.closeSocket()
 	c.notifyGone()
 	if c.onClosed != nil {
 		c.onClosed(c)
 	}
 	c.log.Debug("hbone connection closed", "reason", ce.Error())
+}
+
+// closeSocket closes nc. Closing a TLS connection first writes a close_notify alert, which waits behind
+// any batch write blocked on a full socket (sockConn holds its lock across that write) and then for
+// the socket itself, up to 5 s (crypto/tls's alert deadline). If that takes longer than closeGrace, the
+// socket under the TLS layer is closed: the blocked writes fail at once and Close returns.
+func (c *conn) closeSocket() {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		_ = c.nc.Close()
+		return
+	}
+	raw := tc.NetConn()
+	force := time.AfterFunc(closeGrace, func() { _ = raw.Close() })
+	_ = tc.Close()
+	force.Stop()
 }
 
 // wait blocks until the read loop and the writer have exited (after close).

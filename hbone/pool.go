@@ -335,7 +335,9 @@ func (p *Pool) NumConns() int {
 }
 
 // Close closes every connection (their streams fail) and makes later Connect calls fail with
-// ErrPoolClosed. It waits for the connections' goroutines to exit.
+// ErrPoolClosed. It waits for the connections' goroutines to exit. The connections close in parallel,
+// each within about 250 ms even if its peer stopped reading, so Close returns within about that long
+// however many connections there are.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	p.closed = true
@@ -345,11 +347,21 @@ func (p *Pool) Close() error {
 	}
 	clear(p.conns)
 	p.mu.Unlock()
-	for _, c := range all {
-		c.close(ErrPoolClosed)
-	}
-	for _, c := range all {
-		c.wait()
-	}
+	closeAll(all, ErrPoolClosed, true)
 	return nil
+}
+
+// closeAll closes conns in parallel with cause (each close waits up to closeGrace for a stuck peer),
+// and returns when all are closed and, if wait, their read loops and writers have exited.
+func closeAll(conns []*conn, cause error, wait bool) {
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			c.close(cause)
+			if wait {
+				c.wait()
+			}
+		})
+	}
+	wg.Wait()
 }

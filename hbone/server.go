@@ -219,7 +219,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close immediately closes the listeners and every connection. Streams fail; handlers see their
-// contexts cancelled.
+// contexts cancelled. The connections close in parallel, each within about 250 ms even if its peer
+// stopped reading, and Close returns when they are closed (it does not wait for handlers).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -228,9 +229,7 @@ func (s *Server) Close() error {
 	}
 	conns := s.connList()
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.close(&ConnError{Reason: "server closed"})
-	}
+	closeAll(conns, &ConnError{Reason: "server closed"}, false)
 	return nil
 }
 
