@@ -8,7 +8,9 @@
 //
 // [Manager] caches one certificate per identity, merges concurrent requests for the same identity into a
 // single Issue call, renews each certificate at half its lifetime, and retries failures with exponential
-// backoff while an unexpired certificate keeps being served.
+// backoff while an unexpired certificate keeps being served. It keeps only identities in use: those
+// held ([Manager.Hold]) and those fetched by Get within the last UnusedTTL (default an hour); any
+// other is dropped rather than renewed.
 //
 // [ClientTLSConfig] and [ServerTLSConfig] build TLS 1.3 configurations matching ztunnel: ALPN "h2", no SNI,
 // no session resumption, peer chains verified against the roots that came with our own certificate, and

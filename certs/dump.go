@@ -15,13 +15,17 @@ type CertState struct {
 	Roots    []*x509.Certificate
 }
 
-// Dump returns the state of every identity the manager tracks, sorted by identity.
-// An expired certificate whose renewal has not succeeded is reported Unavailable but still listed.
+// Dump returns the state of every identity the manager tracks, sorted by identity. Identities dropped
+// for disuse are not listed, even before Run has freed them. An expired certificate whose renewal has
+// not succeeded is reported Unavailable but still listed.
 func (m *Manager) Dump() []CertState {
 	m.mu.Lock()
 	now := m.cfg.Now()
 	out := make([]CertState, 0, len(m.entries))
 	for id, e := range m.entries {
+		if m.staleLocked(e, now) {
+			continue
+		}
 		s := CertState{Identity: id.String()}
 		switch {
 		case usable(e.cert, now):

@@ -41,7 +41,7 @@ func (m *Manager) fetch(e *entry, done chan struct{}, prio int) {
 	if err == nil {
 		err = checkIssued(cert, e.id, now)
 	}
-	current := m.entries[e.id] == e // false after Forget
+	current := m.entries[e.id] == e // false once dropped
 	log := m.cfg.Logger.With("identity", e.id.String())
 	if err == nil {
 		e.cert, e.err, e.failures = cert, nil, 0
@@ -86,7 +86,7 @@ func (m *Manager) issue(e *entry, prio int) (*WorkloadCert, error) {
 	e.waiter = nil
 	forgotten := m.entries[e.id] != e
 	m.mu.Unlock()
-	if forgotten { // Forget was called while we waited for a slot
+	if forgotten { // dropped while we waited for a slot
 		return nil, errForgotten
 	}
 	ctx, cancel := context.WithTimeout(m.baseCtx, m.cfg.IssueTimeout)

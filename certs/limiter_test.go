@@ -70,24 +70,32 @@ func TestManagerPriority(t *testing.T) {
 	})
 }
 
-func TestManagerForgetQueuedFetch(t *testing.T) {
+// TestManagerDropQueuedFetch: an identity held and released while its prefetch waits for a
+// MaxInFlight slot is dropped at once, and the queued fetch never calls the issuer.
+func TestManagerDropQueuedFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		iss := newFakeIssuer(t, 0)
 		iss.release = make(chan struct{})
 		m := NewManager(ManagerConfig{Issuer: iss, MaxInFlight: 1, Logger: testLogger(t)})
 		m.Prefetch(idA) // holds the slot
 		synctest.Wait()
-		errc := make(chan error, 1)
-		go func() { _, err := m.Get(context.Background(), idB); errc <- err }()
-		synctest.Wait()
-		m.Forget(idB)
-		close(iss.release)
-		if err := <-errc; !errors.Is(err, errForgotten) {
-			t.Errorf("Get of an identity forgotten while queued = %v, want errForgotten", err)
+		release := m.Hold(idB)
+		synctest.Wait() // idB's prefetch is queued
+		release()
+		if d := m.Dump(); len(d) != 1 || d[0].Identity != idA.String() {
+			t.Errorf("Dump after releasing a queued identity = %+v, want only %v", d, idA)
 		}
+		close(iss.release)
 		synctest.Wait()
 		if c := iss.count(); c != 1 {
-			t.Errorf("%d Issue calls, want 1 (the forgotten fetch must not call the issuer)", c)
+			t.Errorf("%d Issue calls, want 1 (the dropped fetch must not call the issuer)", c)
+		}
+		// A Get after the drop fetches it again.
+		if _, err := m.Get(context.Background(), idB); err != nil {
+			t.Errorf("Get after the drop: %v", err)
+		}
+		if c := iss.count(); c != 2 {
+			t.Errorf("%d Issue calls, want 2", c)
 		}
 	})
 }

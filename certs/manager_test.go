@@ -157,6 +157,7 @@ func TestManagerRenewsAtHalfLife(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer m.Hold(idA)() // renewed however long the test sleeps between uses
 		half := first.NotBefore.Add(first.NotAfter.Sub(first.NotBefore) / 2)
 		time.Sleep(time.Until(half) - time.Second)
 		synctest.Wait()
@@ -232,6 +233,7 @@ func TestManagerFailureKeepsCertAndBacksOff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer m.Hold(idA)() // renewed however long the test sleeps between uses
 		half := first.NotBefore.Add(first.NotAfter.Sub(first.NotBefore) / 2)
 		time.Sleep(time.Until(half) + 100*time.Millisecond) // the renewal has failed once
 		synctest.Wait()
@@ -307,18 +309,17 @@ func TestManagerInitialFailure(t *testing.T) {
 	})
 }
 
-func TestManagerForgetStopsRenewal(t *testing.T) {
+// TestManagerReleaseStopsRenewal: releasing the only hold of a never-used identity drops it at once,
+// while a held one keeps being renewed.
+func TestManagerReleaseStopsRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		iss := newFakeIssuer(t, time.Hour)
 		m := NewManager(ManagerConfig{Issuer: iss, Logger: testLogger(t)})
 		startRun(t, m)
-		if _, err := m.Get(context.Background(), idA); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := m.Get(context.Background(), idB); err != nil {
-			t.Fatal(err)
-		}
-		m.Forget(idA)
+		releaseA := m.Hold(idA)
+		defer m.Hold(idB)() // released when the test ends
+		synctest.Wait()
+		releaseA()
 		time.Sleep(2*time.Hour + time.Minute) // several half-lives
 		synctest.Wait()
 		var a, b int
@@ -331,13 +332,13 @@ func TestManagerForgetStopsRenewal(t *testing.T) {
 			}
 		}
 		if a != 1 {
-			t.Errorf("forgotten identity issued %d times, want 1", a)
+			t.Errorf("released identity issued %d times, want 1", a)
 		}
 		if b < 4 {
-			t.Errorf("kept identity issued %d times in two hours of 1h certificates, want >= 4", b)
+			t.Errorf("held identity issued %d times in two hours of 1h certificates, want >= 4", b)
 		}
 		if d := m.Dump(); len(d) != 1 || d[0].Identity != idB.String() {
-			t.Errorf("Dump after Forget = %+v, want only %v", d, idB)
+			t.Errorf("Dump after release = %+v, want only %v", d, idB)
 		}
 	})
 }

@@ -12,13 +12,18 @@ import (
 
 // podManager keeps one podProxy per enrolled pod, driven by the node agent over ZDS.
 // It implements zds.Handler; the ZDS client calls it sequentially.
+//
+// The certificate of every running pod's identity is held in the certificate manager (so it is
+// renewed even while the pod is idle) from when its proxy starts until it is removed; after that
+// the identity is dropped once unused for the manager's UnusedTTL.
 type podManager struct {
 	p     *Proxy
 	retry time.Duration // between start attempts of a pending pod (5s)
 
-	mu      sync.Mutex // guards pods and pending
-	pods    map[string]*podProxy
-	pending map[string]*pendingPod // pods whose proxy failed to start, retried in the background
+	mu        sync.Mutex // guards pods, pending and certHolds
+	pods      map[string]*podProxy
+	pending   map[string]*pendingPod // pods whose proxy failed to start, retried in the background
+	certHolds map[string]func()      // uid of a running pod -> release of its certificate hold
 }
 
 // pendingPod is a pod whose listeners could not be started (e.g. a port still held by a
@@ -34,7 +39,8 @@ type pendingPod struct {
 var _ zds.Handler = (*podManager)(nil)
 
 func newPodManager(p *Proxy) *podManager {
-	return &podManager{p: p, retry: 5 * time.Second, pods: map[string]*podProxy{}, pending: map[string]*pendingPod{}}
+	return &podManager{p: p, retry: 5 * time.Second, pods: map[string]*podProxy{}, pending: map[string]*pendingPod{},
+		certHolds: map[string]func(){}}
 }
 
 // AddWorkload starts the listeners of a pod inside its network namespace. Adding a pod that
@@ -50,6 +56,9 @@ func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.Workl
 			ns.Close()
 			return nil
 		}
+		// The recreated sandbox normally has the same identity: keep its certificate held across
+		// the replacement rather than dropping and fetching it again.
+		defer m.holdCert(old)()
 		m.remove(ctx, uid)
 	}
 	m.dropPending(uid)
@@ -64,8 +73,10 @@ func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.Workl
 			"retry", m.retry, "error", err)
 		return err
 	}
+	release := m.holdCert(pod)
 	m.mu.Lock()
 	m.pods[uid] = pod
+	m.certHolds[uid] = release
 	m.mu.Unlock()
 	m.p.log.Info("pod enrolled", "uid", uid, "pod", info.Namespace+"/"+info.Name, "netns", ns.String())
 	return nil
@@ -82,11 +93,16 @@ func (m *podManager) retryPending(uid string, pp *pendingPod) {
 		case <-t.C:
 		}
 		pod, err := startPod(m.p, uid, pp.info, pp.ns)
+		var release func()
+		if err == nil {
+			release = m.holdCert(pod)
+		}
 		m.mu.Lock()
 		if m.pending[uid] != pp { // dropped while starting
 			m.mu.Unlock()
 			if err == nil {
 				pod.close(context.Background())
+				release()
 			}
 			return
 		}
@@ -97,6 +113,7 @@ func (m *podManager) retryPending(uid string, pp *pendingPod) {
 		}
 		delete(m.pending, uid)
 		m.pods[uid] = pod
+		m.certHolds[uid] = release
 		m.mu.Unlock()
 		m.p.log.Info("pod enrolled after retry", "uid", uid, "pod", pp.info.Namespace+"/"+pp.info.Name)
 		return
@@ -159,11 +176,16 @@ func (m *podManager) remove(ctx context.Context, uid string) bool {
 	m.mu.Lock()
 	pod := m.pods[uid]
 	delete(m.pods, uid)
+	release := m.certHolds[uid]
+	delete(m.certHolds, uid)
 	m.mu.Unlock()
 	if pod == nil {
 		return false
 	}
 	pod.close(ctx)
+	if release != nil {
+		release()
+	}
 	m.p.log.Info("pod removed", "uid", uid, "pod", pod.info.Namespace+"/"+pod.info.Name)
 	return true
 }
@@ -174,6 +196,8 @@ func (m *podManager) drainAll(ctx context.Context) {
 	m.mu.Lock()
 	pods := m.pods
 	m.pods = map[string]*podProxy{}
+	holds := m.certHolds
+	m.certHolds = map[string]func(){}
 	var pending []string
 	for uid := range m.pending {
 		pending = append(pending, uid)
@@ -187,6 +211,16 @@ func (m *podManager) drainAll(ctx context.Context) {
 		wg.Go(func() { pod.drain(ctx) })
 	}
 	wg.Wait()
+	for _, release := range holds {
+		release()
+	}
+}
+
+// holdCert holds the certificate of a pod's identity in the certificate manager, which fetches it
+// now if it is not cached, and returns the release. The identity is the one the pod's HBONE
+// listener presents at this moment (see podProxy.identity).
+func (m *podManager) holdCert(pod *podProxy) (release func()) {
+	return m.p.certs.Hold(pod.identity())
 }
 
 var (

@@ -15,6 +15,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/certs"
 	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -35,9 +36,9 @@ type Proxy struct {
 	ready     *readiness    // served on cfg.ReadinessAddr
 	served    servedAddrs   // where the metrics and readiness servers listen
 
-	// idle parks the copies of idle connections (spliceAsync); nil outside Run, or if it could
-	// not be created (copies then block as splice's do).
-	idle     *idlePoller
+	// relay moves the bytes of every proxied connection (it parks the copies of idle ones);
+	// set by Run before any listener starts.
+	relay    *relay.Relay
 	memFreed chan struct{} // 1-buffered: hintMemoryFreed
 
 	quit     chan struct{} // closed by Quit
@@ -127,13 +128,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	if idle, err := newIdlePoller(0); err != nil {
+	r, err := relay.New(relay.Config{OnParks: p.hintMemoryFreed})
+	if err != nil {
 		p.log.Warn("idle connections will hold a goroutine each", "error", err)
-	} else {
-		idle.onParks = p.hintMemoryFreed
-		p.idle = idle
-		defer idle.close() // after the drain below: parked copies of closed pods were withdrawn
+		r, _ = relay.New(relay.Config{IdleAfter: -1}) // cannot fail
 	}
+	p.relay = r
+	defer r.Close() // after the drain below: parked copies of closed pods were withdrawn
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error { return p.prefetchCerts(gctx) })
@@ -174,7 +175,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.log.Info("proxy started", "node", p.cfg.NodeName, "zds", p.cfg.InPodUDS, "network", p.cfg.Network)
 
-	err := g.Wait()
+	err = g.Wait()
 	p.log.Info("draining", "deadline", p.cfg.TerminationDeadline)
 	drainCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
 	defer cancel()
@@ -243,14 +244,20 @@ func newIssuer(cfg Config) (certs.Issuer, error) {
 	return ca, nil
 }
 
-// prefetchCerts keeps certificates ready for the HBONE workloads on this node: fetched when
-// the first workload of an identity appears, forgotten when the last one leaves
-// (ztunnel-behavior.md §6). Runs until ctx is done.
+// prefetchCerts keeps certificates ready for the HBONE workloads on this node: held from when the
+// first workload of an identity appears until the last one leaves (ztunnel-behavior.md §6); after
+// that the certificate manager drops the identity once it has gone unused for its UnusedTTL.
+// Runs until ctx is done, then releases its holds.
 func (p *Proxy) prefetchCerts(ctx context.Context) error {
 	if p.cfg.NodeName == "" {
 		return nil // without a node name, "local" workloads cannot be told apart
 	}
-	held := map[certs.Identity]bool{}
+	held := map[certs.Identity]func(){} // identity -> its release
+	defer func() {
+		for _, release := range held {
+			release()
+		}
+	}()
 	for {
 		changed := p.store.Changed()
 		want := map[certs.Identity]bool{}
@@ -260,16 +267,16 @@ func (p *Proxy) prefetchCerts(ctx context.Context) error {
 			}
 		}
 		for id := range want {
-			if !held[id] {
-				p.certs.Prefetch(id)
+			if held[id] == nil {
+				held[id] = p.certs.Hold(id)
 			}
 		}
-		for id := range held {
+		for id, release := range held {
 			if !want[id] {
-				p.certs.Forget(id)
+				release()
+				delete(held, id)
 			}
 		}
-		held = want
 		select {
 		case <-changed:
 		case <-ctx.Done():
