@@ -31,13 +31,25 @@ type Server struct {
 	TLSConfig *tls.Config
 	// Handler answers requests. Nil answers every request with 503.
 	Handler Handler
-	// HandshakeTimeout bounds the TLS handshake and the HTTP/2 preface. Zero means 10s.
+	// HandshakeTimeout bounds the time from accepting a connection to its first SETTINGS frame: the
+	// TLS handshake, the HTTP/2 client preface and that SETTINGS frame together, however slowly the
+	// client sends them. Zero means 10s.
 	HandshakeTimeout time.Duration
+	// Handshakes caps the connections Serve has accepted that are still in their handshake (TLS
+	// handshake and HTTP/2 preface), in total and per source IP; connections over a cap are reset
+	// unread. Share one limiter between servers to cap them together. Nil means a limiter of this
+	// server alone, with the default caps (see HandshakeLimiter).
+	Handshakes *HandshakeLimiter
+	// OnRefused, if non-nil, is called for every connection Serve refuses because a Handshakes cap
+	// was reached, with the reason (RefusedHandshakes or RefusedHandshakesPerSource). It runs on
+	// Serve's accept loop and must not block.
+	OnRefused func(reason string)
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	pending   int // accepted sockets still in their TLS handshake
+	pending   map[net.Conn]struct{} // accepted sockets still in their TLS handshake
+	ownLimit  *HandshakeLimiter     // used when Handshakes is nil
 	shutdown  bool
 }
 
@@ -48,9 +60,24 @@ func (s *Server) handshakeTimeout() time.Duration {
 	return defaultHandshakeTimeout
 }
 
-// Serve accepts connections on ln, does the TLS handshake (bounded by HandshakeTimeout) and serves each
-// connection. It returns when ln fails or is closed: ErrServerClosed after Shutdown, else the accept
-// error. Temporary accept errors are retried with backoff.
+// limiter returns the HandshakeLimiter Serve uses.
+func (s *Server) limiter() *HandshakeLimiter {
+	if s.Handshakes != nil {
+		return s.Handshakes
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ownLimit == nil {
+		s.ownLimit = new(HandshakeLimiter)
+	}
+	return s.ownLimit
+}
+
+// Serve accepts connections on ln, does the TLS handshake and serves each connection. A connection
+// over a Handshakes cap is reset at once; one that has not sent its first SETTINGS frame
+// HandshakeTimeout after it was accepted is closed. Serve returns when ln fails or is closed:
+// ErrServerClosed after Shutdown or Close, else the accept error. Temporary accept errors are retried
+// with backoff.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.TLSConfig == nil {
 		return errors.New("hbone serve: Server.TLSConfig is required")
@@ -63,6 +90,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.untrackListener(ln)
+	lim := s.limiter()
 	var delay time.Duration
 	for {
 		raw, err := ln.Accept()
@@ -79,20 +107,33 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if !s.addPending() {
+		src := sourceIP(raw)
+		if reason := lim.acquire(src); reason != "" {
+			resetConn(raw)
+			if s.OnRefused != nil {
+				s.OnRefused(reason)
+			}
+			continue
+		}
+		if !s.addPending(raw) {
+			lim.release(src)
 			_ = raw.Close()
 			continue
 		}
-		go s.serveRaw(raw, tcfg)
+		go s.serveRaw(raw, tcfg, func() { lim.release(src) })
 	}
 }
 
-// serveRaw does the TLS handshake on an accepted socket, then serves it.
-func (s *Server) serveRaw(raw net.Conn, tcfg *tls.Config) {
+// serveRaw does the TLS handshake on an accepted socket, then serves it. release gives back the
+// socket's handshake slot; it is called once the client preface has been read or the connection
+// failed before.
+func (s *Server) serveRaw(raw net.Conn, tcfg *tls.Config, release func()) {
+	// One deadline for the TLS handshake, the preface and the first SETTINGS frame (conn.serve keeps
+	// it for the read side; the writer renews its own write deadline).
+	deadline := time.Now().Add(s.handshakeTimeout())
+	_ = raw.SetDeadline(deadline)
 	tc := tls.Server(newSockConn(raw), tcfg)
-	ctx, cancel := context.WithTimeout(context.Background(), s.handshakeTimeout())
-	err := tc.HandshakeContext(ctx)
-	cancel()
+	err := tc.Handshake()
 	if err == nil {
 		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 			err = fmt.Errorf("negotiated ALPN %q, want h2", p)
@@ -101,20 +142,21 @@ func (s *Server) serveRaw(raw net.Conn, tcfg *tls.Config) {
 	if err != nil {
 		s.logger().Debug("hbone TLS handshake failed", "peer", addrString(raw.RemoteAddr()), "error", err)
 		_ = raw.Close()
-		s.mu.Lock()
-		s.pending--
-		s.mu.Unlock()
+		release()
+		s.donePending(raw)
 		return
 	}
-	s.serveConn(context.Background(), tc, true)
+	s.serveConn(context.Background(), tc, raw, deadline, release)
 }
 
 // ServeConn serves HTTP/2 on c until the connection ends or ctx is done, then waits for its handlers to
 // return. c is normally a *tls.Conn (its handshake is completed here if needed); any net.Conn works,
-// for tests.
+// for tests. HandshakeTimeout counts from the call; Handshakes caps do not apply (the caller accepted
+// c).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	deadline := time.Now().Add(s.handshakeTimeout())
 	if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete {
-		hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+		hctx, cancel := context.WithDeadline(ctx, deadline)
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
@@ -122,10 +164,13 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	s.serveConn(ctx, c, false)
+	s.serveConn(ctx, c, nil, deadline, func() {})
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn, fromPending bool) {
+// serveConn serves nc until it ends. pending, if non-nil, is the accepted socket under nc, counted
+// in s.pending until now; prefaceDeadline bounds the wait for the client preface and first SETTINGS;
+// release is called once the preface has been read (or the connection failed before).
+func (s *Server) serveConn(ctx context.Context, nc, pending net.Conn, prefaceDeadline time.Time, release func()) {
 	maxStreams := s.MaxConcurrentStreams
 	if maxStreams == 0 {
 		maxStreams = defaultMaxConcurrentStreams
@@ -136,9 +181,10 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, fromPending bool) {
 		st := tc.ConnectionState()
 		c.tlsState = &st
 	}
-	if !s.trackConn(c, fromPending) {
+	if !s.trackConn(c, pending) {
 		c.cancel()
 		_ = nc.Close()
+		release()
 		return
 	}
 	defer s.untrackConn(c)
@@ -147,16 +193,19 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, fromPending bool) {
 	})
 	defer stop()
 	c.run()
-	c.serve(s.handshakeTimeout())
+	c.serve(prefaceDeadline, release)
 	c.handlers.Wait()
 	<-c.writerDone
 }
 
-// serve reads the client preface, then runs the read loop on the calling goroutine.
-func (c *conn) serve(prefaceTimeout time.Duration) {
-	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout)) // cleared by the first SETTINGS
+// serve reads the client preface, calls release, then runs the read loop on the calling goroutine.
+// deadline bounds the preface and the first SETTINGS frame.
+func (c *conn) serve(deadline time.Time, release func()) {
+	_ = c.nc.SetReadDeadline(deadline) // cleared by the first SETTINGS (onSettings)
 	var buf [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(c.nc, buf[:]); err != nil {
+	_, err := io.ReadFull(c.nc, buf[:])
+	release()
+	if err != nil {
 		close(c.readDone)
 		c.close(&ConnError{Reason: "reading client preface", Err: err})
 		return
@@ -182,9 +231,10 @@ func (c *conn) goAway() {
 	c.streamsChangedLocked()
 }
 
-// Shutdown stops accepting connections, sends GOAWAY on every connection and waits until their streams
-// have ended and handlers returned, or ctx is done; then the remaining connections are closed and
-// ctx's error returned.
+// Shutdown stops accepting connections, closes those still in their TLS handshake (they could not be
+// served any more), sends GOAWAY on every connection and waits until their streams have ended and
+// handlers returned, or ctx is done; then the remaining connections are closed and ctx's error
+// returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -193,7 +243,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		lns = append(lns, ln)
 	}
 	conns := s.connList()
+	pending := s.pendingList()
 	s.mu.Unlock()
+	closePending(pending)
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
@@ -204,7 +256,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.conns) + s.pending
+		n := len(s.conns) + len(s.pending)
 		s.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -218,17 +270,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close immediately closes the listeners and every connection. Streams fail; handlers see their
-// contexts cancelled. The connections close in parallel, each within about 250 ms even if its peer
-// stopped reading, and Close returns when they are closed (it does not wait for handlers).
+// Close immediately closes the listeners and every connection, including those still in their TLS
+// handshake. Streams fail; handlers see their contexts cancelled. The connections close in parallel,
+// each within about 250 ms even if its peer stopped reading, and Close returns when they are closed
+// (it does not wait for handlers).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.shutdown = true
 	for ln := range s.listeners {
 		_ = ln.Close()
 	}
+	pending := s.pendingList()
 	conns := s.connList()
 	s.mu.Unlock()
+	closePending(pending)
 	closeAll(conns, &ConnError{Reason: "server closed"}, false)
 	return nil
 }
@@ -273,22 +328,50 @@ func (s *Server) untrackListener(ln net.Listener) {
 	delete(s.listeners, ln)
 }
 
-func (s *Server) addPending() bool {
+// addPending registers raw as in its TLS handshake; false once shutting down.
+func (s *Server) addPending(raw net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
 		return false
 	}
-	s.pending++
+	if s.pending == nil {
+		s.pending = make(map[net.Conn]struct{})
+	}
+	s.pending[raw] = struct{}{}
 	return true
 }
 
-// trackConn registers c (moving it out of pending if fromPending); false once shutting down.
-func (s *Server) trackConn(c *conn, fromPending bool) bool {
+// donePending unregisters raw, whose handshake failed.
+func (s *Server) donePending(raw net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if fromPending {
-		s.pending--
+	delete(s.pending, raw)
+}
+
+// pendingList returns the sockets still in their TLS handshake. Requires s.mu held.
+func (s *Server) pendingList() []net.Conn {
+	l := make([]net.Conn, 0, len(s.pending))
+	for raw := range s.pending {
+		l = append(l, raw)
+	}
+	return l
+}
+
+// closePending closes sockets in their TLS handshake: the handshakes fail, and serveRaw cleans up.
+func closePending(l []net.Conn) {
+	for _, raw := range l {
+		_ = raw.Close()
+	}
+}
+
+// trackConn registers c (moving pending, the socket under it, out of s.pending if non-nil); false
+// once shutting down.
+func (s *Server) trackConn(c *conn, pending net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pending != nil {
+		delete(s.pending, pending)
 	}
 	if s.shutdown {
 		return false
