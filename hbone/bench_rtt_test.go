@@ -39,7 +39,7 @@ func BenchmarkRTT(b *testing.B) {
 		}
 		defer up.Close()
 		go func() {
-			s.WriteTo(up)
+			s.WriteTo(newSocketSink(up.(*net.TCPConn)))
 			up.(*net.TCPConn).CloseWrite()
 		}()
 		buf := make([]byte, 32<<10)

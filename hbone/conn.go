@@ -64,7 +64,6 @@ type conn struct {
 	cfg    Config
 	log    *slog.Logger
 	rfr    *http2.Framer // read loop only
-	direct nbWriter      // read loop only: its non-blocking writes to waiting sockets
 
 	// Used only by the goroutine holding the writer role, kept here so writing allocates nothing.
 	hdrScratch    [frameHeaderLen]byte // the DATA frame header being written (writeData)

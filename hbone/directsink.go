@@ -1,12 +1,26 @@
 package hbone
 
-import "syscall"
+import "io"
+
+// Sink is where WriteTo and WriteToAsync deliver a stream's bytes when it can take them without
+// waiting: while the reader waits with nothing buffered, the connection's read loop hands each
+// received piece to TryWrite itself, saving a goroutine wake-up per message (see
+// deliverDirectLocked). It is an alias of an interface literal, so that packages offering sinks need
+// not import this one.
+//
+// TryWrite writes as much of p as the sink takes at once and returns how much that was; it never
+// blocks and reports no error (a failing sink takes nothing, and the next Write reports why). Write
+// blocks as usual. The stream never calls the two concurrently.
+type Sink = interface {
+	io.Writer
+	TryWrite(p []byte) int
+}
 
 // deliverDirectLocked is called by the read loop, with conn.mu held, for a piece of DATA (the first n
-// bytes of b) on stream s. If s's WriteTo is parked with nothing buffered, the read loop writes the
-// piece to WriteTo's socket itself without blocking: conn.mu is released for the write(2), s.sinkBusy
-// keeps WriteTo off the socket meanwhile (it waits for readWake), and what the socket did not take is
-// queued for WriteTo as usual. It reports false, doing nothing, otherwise.
+// bytes of b) on stream s. If s's WriteTo is parked with nothing buffered and its writer is a Sink,
+// the read loop hands the piece to the sink's TryWrite itself: conn.mu is released for the write,
+// s.sinkBusy keeps WriteTo off the sink meanwhile (it waits for readWake), and what the sink did not
+// take is queued for WriteTo as usual. It reports false, doing nothing, otherwise.
 //
 // This is done for pieces of every size. For small ones it saves the wake-up of WriteTo's goroutine,
 // a large part of a message's latency; for bulk data it saves a goroutine start or wake-up per chunk
@@ -20,7 +34,7 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 	sink := s.sink
 	s.sinkBusy = true
 	c.mu.Unlock()
-	k := c.direct.write(sink, b[:n])
+	k := sink.TryWrite(b[:n])
 	c.mu.Lock()
 	s.sinkBusy = false
 	s.sinkN += int64(k)
@@ -32,7 +46,7 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 		c.consumedLocked(nil, int64(n-k))
 		chunkPool.Put(b)
 	default:
-		// The socket is full (or failing): WriteTo writes the rest, blocking, and sees any error.
+		// The sink is full (or failing): WriteTo writes the rest, blocking, and sees any error.
 		s.sink = nil
 		s.buf.addPart(b, k, n)
 		s.wakeReaderLocked()
@@ -42,39 +56,4 @@ func (c *conn) deliverDirectLocked(s *Stream, b *[recvChunkSize]byte, n int) boo
 		s.wakeReaderLocked()
 	}
 	return true
-}
-
-// nbWriter writes as much of a buffer to a socket as it takes without waiting; errors (the socket
-// is full, closed or failing) just end the write early. Its callback is bound once, so a write
-// allocates nothing. Not safe for concurrent use.
-type nbWriter struct {
-	p  []byte
-	n  int
-	fn func(fd uintptr) bool
-}
-
-// write writes p to the socket behind rc and returns how much of it the socket took.
-func (w *nbWriter) write(rc syscall.RawConn, p []byte) int {
-	if w.fn == nil {
-		w.fn = w.writeFD
-	}
-	w.p, w.n = p, 0
-	_ = rc.Write(w.fn)
-	n := w.n
-	w.p = nil
-	return n
-}
-
-func (w *nbWriter) writeFD(fd uintptr) bool {
-	for w.n < len(w.p) {
-		k, err := syscall.Write(int(fd), w.p[w.n:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || k <= 0 {
-			break
-		}
-		w.n += k
-	}
-	return true // never wait for the socket to become writable
 }

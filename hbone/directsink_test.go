@@ -71,7 +71,7 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 			err error
 		}
 		res := make(chan result, 2)
-		s.WriteToAsync(dst, func(n int64, err error) { res <- result{n, err} })
+		s.WriteToAsync(newSocketSink(dst), func(n int64, err error) { res <- result{n, err} })
 		select {
 		case r := <-res:
 			n, err = r.n, r.err
@@ -82,7 +82,7 @@ func testWriteToTCPSocket(t *testing.T, async bool) {
 			t.Error("WriteToAsync called done twice")
 		}
 	} else {
-		n, err = s.WriteTo(dst)
+		n, err = s.WriteTo(newSocketSink(dst))
 	}
 	if err != nil || n != int64(len(payload)) {
 		t.Errorf("WriteTo = %d, %v; want %d, nil", n, err, len(payload))

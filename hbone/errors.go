@@ -87,6 +87,10 @@ func (e *StreamError) Error() string {
 	return fmt.Sprintf("hbone: stream %d reset %s: %v", e.StreamID, by, e.Code)
 }
 
+// PeerReset reports whether the peer reset the stream (as opposed to this side, after a protocol or
+// flow-control error): the tunnel's other end meant to cut it, as a TCP reset does.
+func (e *StreamError) PeerReset() bool { return e.Remote }
+
 // StatusError is returned by Pool.Connect when the server answers the CONNECT with a status other than 200.
 type StatusError struct {
 	Code int

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -54,10 +53,10 @@ type Stream struct {
 	respErr     error
 
 	// WriteTo's hand-over to the read loop (directsink.go), guarded by conn.mu.
-	sink     syscall.RawConn // set while WriteTo waits with nothing buffered and w is a TCP socket
-	sinkBusy bool            // the read loop is writing to sink; WriteTo must not touch w
-	sinkWait bool            // WriteTo waits for sinkBusy to clear: notify readWake
-	sinkN    int64           // bytes the read loop wrote to sink, not yet counted by WriteTo
+	sink     Sink  // set while WriteTo waits with nothing buffered and w is a Sink
+	sinkBusy bool  // the read loop is writing to sink; WriteTo must not touch w
+	sinkWait bool  // WriteTo waits for sinkBusy to clear: notify readWake
+	sinkN    int64 // bytes the read loop wrote to sink, not yet counted by WriteTo
 
 	async *asyncCopy // set by WriteToAsync (writetoasync.go), guarded by conn.mu
 }
@@ -73,8 +72,11 @@ func newStream(c *conn, id uint32) *Stream {
 	}
 }
 
-// Read reads tunnel bytes. It returns io.EOF once the peer half-closed (END_STREAM) or reset the stream
-// with NO_ERROR or CANCEL, after all data before that was read.
+// Read reads tunnel bytes. It returns io.EOF once the peer half-closed (END_STREAM), after all data
+// before that was read. A reset (RST_STREAM from the peer, whatever its code, or a local one) is an
+// error, *StreamError, once the data received before it was read: unlike the reference, which reads a
+// peer's NO_ERROR or CANCEL reset as EOF, a tunnel cut short is never mistaken for a complete one
+// (RFC 9113 §8.5: a reset stream is a TCP reset).
 func (s *Stream) Read(p []byte) (int, error) {
 	c := s.c
 	for {
@@ -111,9 +113,6 @@ func (s *Stream) readErrLocked() error {
 	case s.recvEnd:
 		return io.EOF
 	case s.rst != nil:
-		if s.rst.Remote && (s.rst.Code == ErrCodeNo || s.rst.Code == ErrCodeCancel) {
-			return io.EOF
-		}
 		return s.rst
 	case s.connErr != nil:
 		return s.connErr
@@ -309,6 +308,28 @@ func (s *Stream) Close() error {
 	}
 	s.wakeReaderLocked() // defensive: a parked WriteToAsync has no goroutine to see s.closed
 	return nil
+}
+
+// Abort ends both directions at once with RST_STREAM(CONNECT_ERROR), the HTTP/2 form of a TCP reset
+// (RFC 9113 §8.5): the peer resets the TCP connection it carries the tunnel to. Use it when the TCP
+// connection on this side failed or was reset; Close (CANCEL) is for ending a tunnel the local side no
+// longer wants. Unread data is discarded; blocked Read and Write calls return. After Close or Abort,
+// Abort does nothing.
+func (s *Stream) Abort() error {
+	c := s.c
+	c.mu.Lock()
+	if !s.localClosed && !s.done {
+		c.resetStreamLocked(s, ErrCodeConnect, false)
+	}
+	c.mu.Unlock()
+	return s.Close()
+}
+
+// HeadroomBuffer is the buffer layout WriteHeadroom works best with: room bytes free in front of the
+// payload, size bytes in all (room plus a whole number of the largest DATA frames, so every frame
+// fills whole TLS records).
+func (s *Stream) HeadroomBuffer() (room, size int) {
+	return FrameHeaderRoom, FrameHeaderRoom + 4*MaxDataWrite
 }
 
 // ResponseHeader returns the headers of the CONNECT response (client side); nil on the server side.

@@ -293,33 +293,45 @@ func TestDeadlines(t *testing.T) {
 	}
 }
 
-func TestStreamResetBySever(t *testing.T) {
-	checkLeaks(t)
-	pki := newTestPKI(t)
-	srv := &Server{TLSConfig: pki.server, Handler: HandlerFunc(func(ctx context.Context, r *Request) {
-		s, err := r.Accept(nil)
-		if err != nil {
-			return
-		}
-		s.Write([]byte("partial"))
-		s.Close() // neither side ended: RST_STREAM(CANCEL)
-		<-ctx.Done()
-	})}
-	addr := startServer(t, srv)
-	pool, _ := testPool(t, pki, PoolConfig{})
-	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	// CANCEL reads as EOF, after the data sent before it.
-	got, err := io.ReadAll(s)
-	if err != nil || string(got) != "partial" {
-		t.Errorf("ReadAll = %q, %v; want partial, nil", got, err)
-	}
-	var se *StreamError
-	if _, err := s.Write([]byte("x")); !errors.As(err, &se) || se.Code != ErrCodeCancel || !se.Remote {
-		t.Errorf("Write after RST = %v, want remote CANCEL StreamError", err)
+// A stream the server resets, with Close (CANCEL) or Abort (CONNECT_ERROR), reads the data sent before
+// the reset and then the reset as an error, never as EOF: a tunnel cut short must not look complete.
+func TestStreamResetByServer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(*Stream) error
+		code ErrCode
+	}{
+		{"Close", (*Stream).Close, ErrCodeCancel},
+		{"Abort", (*Stream).Abort, ErrCodeConnect},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			pki := newTestPKI(t)
+			srv := &Server{TLSConfig: pki.server, Handler: HandlerFunc(func(ctx context.Context, r *Request) {
+				s, err := r.Accept(nil)
+				if err != nil {
+					return
+				}
+				s.Write([]byte("partial"))
+				tc.end(s) // neither side ended: RST_STREAM
+				<-ctx.Done()
+			})}
+			addr := startServer(t, srv)
+			pool, _ := testPool(t, pki, PoolConfig{})
+			s, err := pool.Connect(ctxTimeout(t, 5*time.Second), testKey(addr), "10.0.0.5:80", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			got, err := io.ReadAll(s)
+			var se *StreamError
+			if string(got) != "partial" || !errors.As(err, &se) || se.Code != tc.code || !se.PeerReset() {
+				t.Errorf("ReadAll = %q, %v; want \"partial\" then a %v reset by the peer", got, err, tc.code)
+			}
+			if _, err := s.Write([]byte("x")); !errors.As(err, &se) || se.Code != tc.code || !se.Remote {
+				t.Errorf("Write after RST = %v, want remote %v StreamError", err, tc.code)
+			}
+		})
 	}
 }
 

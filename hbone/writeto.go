@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 )
 
 // WriteTo writes the tunnel's bytes to w until the peer half-closes (then it returns nil, as
@@ -12,19 +11,14 @@ import (
 // needed and a stream waiting for data holds no memory. Flow-control credit is returned to the
 // peer only once w has taken the bytes, so a slow w slows the sender down.
 //
-// If w is a *net.TCPConn, then while WriteTo waits with nothing buffered, the connection's read loop
-// writes DATA payloads to w itself without blocking (see deliverDirectLocked), saving a goroutine
-// wake-up per message; what w does not take at once is left to WriteTo.
+// If w is a Sink, then while WriteTo waits with nothing buffered, the connection's read loop hands
+// DATA payloads to w.TryWrite itself (see deliverDirectLocked), saving a goroutine wake-up per
+// message; what w does not take at once is left to WriteTo.
 //
 // WriteTo is a reader: it must not run concurrently with Read.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	c := s.c
-	var sink syscall.RawConn
-	if tc, ok := w.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			sink = rc
-		}
-	}
+	sink, _ := w.(Sink)
 	var total int64
 	for {
 		c.mu.Lock()

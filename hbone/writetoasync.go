@@ -3,15 +3,13 @@ package hbone
 import (
 	"io"
 	"net"
-	"syscall"
 )
 
 // asyncCopy is the state of a WriteToAsync. total is touched only by the one drain goroutine that is
 // running (a goroutine hands over to the next through conn.mu: it parks under mu, the next is started
 // under mu); parked is guarded by conn.mu.
 type asyncCopy struct {
-	w      *net.TCPConn
-	sink   syscall.RawConn // w's, for the read loop's direct writes (directsink.go); nil if unavailable
+	w      Sink
 	done   func(int64, error)
 	total  int64
 	parked bool // no drain goroutine runs: the next read-side event must start one
@@ -23,14 +21,12 @@ type asyncCopy struct {
 // WriteTo would have returned (nil once the peer half-closed). An idle tunnel then costs no stack for
 // this direction; received pieces still go straight from the read loop to w while w takes them (see
 // deliverDirectLocked), and a drain goroutine is started only for what w did not take.
+// Write errors of w are passed to done as they are, so the caller can tell them from the stream's.
 //
 // Read deadlines do not apply to it. It is a reader: Read, WriteTo and WriteToAsync must not be called
 // on s afterwards. Close ends it (done gets net.ErrClosed).
-func (s *Stream) WriteToAsync(w *net.TCPConn, done func(int64, error)) {
+func (s *Stream) WriteToAsync(w Sink, done func(int64, error)) {
 	a := &asyncCopy{w: w, done: done}
-	if rc, err := w.SyscallConn(); err == nil {
-		a.sink = rc
-	}
 	c := s.c
 	c.mu.Lock()
 	s.async = a
@@ -83,7 +79,7 @@ func (s *Stream) drainAsync() {
 		}
 		err := s.readErrLocked()
 		if err == nil {
-			s.sink = a.sink // parked with nothing buffered: the read loop may write to w
+			s.sink = a.w // parked with nothing buffered: the read loop may write to w
 			a.parked = true
 			c.mu.Unlock()
 			return

@@ -40,7 +40,7 @@ func TestWriteToAsyncIdleThenClose(t *testing.T) {
 		err error
 	}
 	res := make(chan result, 2)
-	s.WriteToAsync(dst, func(n int64, err error) { res <- result{n, err} })
+	s.WriteToAsync(newSocketSink(dst), func(n int64, err error) { res <- result{n, err} })
 	var buf [2]byte
 	rcv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(rcv, buf[:]); err != nil || string(buf[:]) != "hi" {

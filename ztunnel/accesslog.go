@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -49,7 +50,7 @@ func (ci *connInfo) view() ConnView {
 
 // logConn writes the one access-log line of a finished connection: at INFO when it succeeded,
 // at WARN with the error when it failed.
-func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
+func logConn(log *slog.Logger, ci *connInfo, res relay.Result, err error) {
 	if err == nil {
 		err = res.Err
 	}
@@ -81,7 +82,7 @@ func logConn(log *slog.Logger, ci *connInfo, res spliceResult, err error) {
 
 // appendConnAttrs writes the fields of the access-log line in slog's text format: the same
 // keys, order and values as logConnRecord.
-func appendConnAttrs(b []byte, ci *connInfo, res spliceResult, err error, now time.Time) []byte {
+func appendConnAttrs(b []byte, ci *connInfo, res relay.Result, err error, now time.Time) []byte {
 	b = appendAddrAttr(b, " src.addr=", ci.Src)
 	b = appendAddrAttr(b, " dst.addr=", ci.Dst)
 	if ci.HBONEAddr != "" {
@@ -136,7 +137,7 @@ func appendAddrAttr(b []byte, key string, a netip.AddrPort) []byte {
 // logConnRecord writes the access-log line through h as a record, for handlers other than
 // NewTextHandler's (JSON, tests): the same line as Logger.LogAttrs (our handlers never add
 // the source location), without walking the stack.
-func logConnRecord(h slog.Handler, ci *connInfo, res spliceResult, err error, now time.Time, level slog.Level, msg string) {
+func logConnRecord(h slog.Handler, ci *connInfo, res relay.Result, err error, now time.Time, level slog.Level, msg string) {
 	var buf [18]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("src.addr", ci.Src.String()),

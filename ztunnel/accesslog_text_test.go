@@ -13,37 +13,38 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // accessLogCases are connections whose lines exercise slog's quoting rules.
 func accessLogCases(t *testing.T) []struct {
 	ci  *connInfo
-	res spliceResult
+	res relay.Result
 	err error
 } {
 	p := newTestProxy(t, Config{})
 	odd := &workload.Workload{Name: "wé ird=name", Namespace: "ns\t\"q\"\\"}
 	cases := []struct {
 		ci  *connInfo
-		res spliceResult
+		res relay.Result
 		err error
 	}{
-		{outboundHBONEConn(t, p), spliceResult{Received: 2, Sent: 1}, nil},
-		{&connInfo{Direction: "outbound", Src: netip.MustParseAddrPort("10.0.1.1:40000")}, spliceResult{}, errors.New("no route")},
+		{outboundHBONEConn(t, p), relay.Result{Received: 2, Sent: 1}, nil},
+		{&connInfo{Direction: "outbound", Src: netip.MustParseAddrPort("10.0.1.1:40000")}, relay.Result{}, errors.New("no route")},
 		{&connInfo{Direction: "inbound", Protocol: "TCP", Src: netip.MustParseAddrPort("[fe80::1%eth0]:1"),
 			Dst: netip.MustParseAddrPort("[::ffff:10.0.0.1]:80"), SrcWorkload: odd, DstWorkload: odd,
 			SrcIdentity: "spiffe://x/ns/a b/sa/c", DstService: "", DstIdentity: "\x00\u00a0\u2028\xff"},
-			spliceResult{Received: 1 << 40, Err: errors.New(`reset "by" peer` + "\n")}, nil},
-		{&connInfo{}, spliceResult{}, errors.New("")},
+			relay.Result{Received: 1 << 40, Err: errors.New(`reset "by" peer` + "\n")}, nil},
+		{&connInfo{}, relay.Result{}, errors.New("")},
 	}
 	// One odd value at a time, so that no other character forces the quotes.
 	for _, v := range []string{"a=b", "tab\tx", `q"x`, `back\slash`, "del\x7f", "é", "nb\u00a0sp", "ls\u2028", "bad\xff", "ctl\x01", "ok.-_/:@[]"} {
 		cases = append(cases, struct {
 			ci  *connInfo
-			res spliceResult
+			res relay.Result
 			err error
-		}{&connInfo{Direction: "outbound", SrcIdentity: v, HBONEAddr: v}, spliceResult{}, nil})
+		}{&connInfo{Direction: "outbound", SrcIdentity: v, HBONEAddr: v}, relay.Result{}, nil})
 	}
 	return cases
 }
@@ -94,7 +95,7 @@ func TestLogConnDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := ctl.Logger().With("pod", "ns1/client")
-	logConn(log, ci, spliceResult{Received: 2, Sent: 1}, nil)
+	logConn(log, ci, relay.Result{Received: 2, Sent: 1}, nil)
 	line := regexp.MustCompile(`^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d) level=INFO msg="connection complete" pod=ns1/client src.addr=10.0.1.1:40000 .* bytes_sent=1 bytes_recv=2 duration=\S+\n$`)
 	if !line.Match(buf.Bytes()) {
 		t.Errorf("access log line %q does not match %s", buf.String(), line)
@@ -104,11 +105,11 @@ func TestLogConnDirect(t *testing.T) {
 	if err := ctl.Set("warn"); err != nil {
 		t.Fatal(err)
 	}
-	logConn(log, ci, spliceResult{}, nil)
+	logConn(log, ci, relay.Result{}, nil)
 	if buf.Len() != 0 {
 		t.Errorf("INFO line written at level warn: %q", buf.String())
 	}
-	logConn(log, ci, spliceResult{}, errors.New("boom"))
+	logConn(log, ci, relay.Result{}, errors.New("boom"))
 	if !strings.Contains(buf.String(), "level=WARN") || !strings.HasSuffix(buf.String(), " error=boom\n") {
 		t.Errorf("failed connection line = %q", buf.String())
 	}
@@ -121,7 +122,7 @@ func TestLogConnDirect(t *testing.T) {
 		}
 		return a
 	}})
-	logConn(slog.New(h), ci, spliceResult{}, nil)
+	logConn(slog.New(h), ci, relay.Result{}, nil)
 	if !strings.Contains(buf.String(), " src.addr=X ") {
 		t.Errorf("ReplaceAttr not applied: %q", buf.String())
 	}
@@ -142,7 +143,7 @@ func BenchmarkConnLogDirect(b *testing.B) {
 	log := ctl.Logger().With("pod", "ns1/client")
 	b.ReportAllocs()
 	for b.Loop() {
-		logConn(log, ci, spliceResult{Received: 1, Sent: 1}, nil)
+		logConn(log, ci, relay.Result{Received: 1, Sent: 1}, nil)
 	}
 }
 

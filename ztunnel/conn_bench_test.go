@@ -6,12 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ztunnel-go/ztunnel/relay"
 )
 
 // Per-connection costs of the data path, piece by piece: what a connection pays besides its
@@ -57,7 +58,7 @@ func BenchmarkConnMetricsAndLog(b *testing.B) {
 	for b.Loop() {
 		ci := *tmpl
 		pod.opened(&ci)
-		pod.finish(&ci, spliceResult{Received: 1, Sent: 1}, nil)
+		pod.finish(&ci, relay.Result{Received: 1, Sent: 1}, nil)
 	}
 }
 
@@ -67,7 +68,7 @@ func BenchmarkConnLog(b *testing.B) {
 	ci := outboundHBONEConn(b, p)
 	b.ReportAllocs()
 	for b.Loop() {
-		logConn(pod.log, ci, spliceResult{Received: 1, Sent: 1}, nil)
+		logConn(pod.log, ci, relay.Result{Received: 1, Sent: 1}, nil)
 	}
 }
 
@@ -89,34 +90,6 @@ func BenchmarkConnBookkeeping(b *testing.B) {
 			defer pod.conns.track(tc)()
 			pod.conns.set(tc, ci.view())
 		}()
-	}
-}
-
-// BenchmarkConnSplice proxies a 1-byte echo between two in-memory connection pairs and closes:
-// the splice goroutine, its cancellation hook and the two copies.
-func BenchmarkConnSplice(b *testing.B) {
-	ctx := context.Background()
-	b.ReportAllocs()
-	one := []byte{'x'}
-	buf := make([]byte, 1)
-	for b.Loop() {
-		client, down := net.Pipe()
-		up, server := net.Pipe()
-		done := make(chan spliceResult, 1)
-		go func() { done <- splice(ctx, down, up) }()
-		go func() {
-			var b [1]byte
-			if _, err := io.ReadFull(server, b[:]); err == nil {
-				server.Write(b[:])
-			}
-			server.Close()
-		}()
-		client.Write(one)
-		io.ReadFull(client, buf)
-		client.Close()
-		if res := <-done; res.Err != nil {
-			b.Fatal(res.Err)
-		}
 	}
 }
 
@@ -170,8 +143,8 @@ func TestLogConnLine(t *testing.T) {
 		}
 		return a
 	}}))
-	logConn(log, ci, spliceResult{Received: 2, Sent: 1}, nil)
-	logConn(log, &connInfo{Direction: "outbound", Src: ci.Src}, spliceResult{}, errors.New("no route"))
+	logConn(log, ci, relay.Result{Received: 2, Sent: 1}, nil)
+	logConn(log, &connInfo{Direction: "outbound", Src: ci.Src}, relay.Result{}, errors.New("no route"))
 	want := `time=T level=INFO msg="connection complete" src.addr=10.0.1.1:40000 dst.addr=10.96.0.10:80 ` +
 		`dst.hbone_addr=10.0.2.1:8080 src.workload=client-abc src.namespace=ns1 ` +
 		`src.identity=spiffe://cluster.local/ns/ns1/sa/client dst.service=ns2/server.ns2.svc.cluster.local ` +

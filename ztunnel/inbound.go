@@ -14,45 +14,49 @@ import (
 	"github.com/ztunnel-go/ztunnel/certs"
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect"
+	"github.com/ztunnel-go/ztunnel/relay"
 )
 
 // serveHBONE handles one CONNECT stream that arrived on the pod's port 15008:
 // validate the target → authorize → dial the pod's application from the client's address →
-// 200 → splice. Status codes as the reference (ztunnel-behavior.md §2.2): 400 for a bad
+// 200 → relay. Status codes as the reference (ztunnel-behavior.md §2.2): 400 for a bad
 // target, 401 when a policy denies, 503 when the application cannot be reached or the port is
 // a proxy port. The connection stays subject to policy changes while it is open.
 //
-// It returns once the tunnel is idle or over (spliceAsync); the connection's end is recorded
-// when it really ends. Setup and failure paths live in separate, non-inlined functions, so the
-// stack the handler grows while it runs stays small (issue 5).
+// It returns once the connection is set up (the relay carries it on); the connection's end is
+// recorded when it really ends.
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
-	growStack()
-	ci, peer := pod.newInboundHBONEInfo(r)
+	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
+		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
+	var peer *certs.Identity
+	if m := pod.peerOf(r.TLS); m.ok {
+		ci.SrcIdentity, peer = m.str, &m.id
+	}
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	tc := &trackedConn{cancel: cancel}
 	end := &connEnd{untrack: pod.conns.track(tc), cancel: cancel}
 
-	st, up := pod.acceptInbound(ctx, r, ci, tc, peer)
-	if st == nil {
+	code, err := pod.checkInbound(ctx, r, ci, tc, peer)
+	var up net.Conn
+	if err == nil {
+		if up, err = pod.dialApp(ctx, ci.Src.Addr(), ci.Dst); err != nil {
+			code, err = http.StatusServiceUnavailable, fmt.Errorf("connect to application %s: %w", ci.Dst, err)
+		}
+	}
+	if err != nil {
+		r.Reject(code, err.Error())
+		pod.finish(ci, relay.Result{}, err)
 		end.run()
 		return
 	}
-	pod.spliceAndFinish(connCtx, ci, st, up, end)
-}
-
-// newInboundHBONEInfo starts the record of an inbound HBONE connection and returns the client's
-// verified identity, nil if its certificate has none.
-//
-//go:noinline
-func (pod *podProxy) newInboundHBONEInfo(r *hbone.Request) (*connInfo, *certs.Identity) {
-	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
-		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
-	peer := pod.peerOf(r.TLS)
-	if !peer.ok {
-		return ci, nil
+	st, err := r.Accept(nil)
+	if err != nil {
+		up.Close()
+		pod.finish(ci, relay.Result{}, fmt.Errorf("accept HBONE stream: %w", err))
+		end.run()
+		return
 	}
-	ci.SrcIdentity = peer.str
-	return ci, &peer.id
+	pod.relay(connCtx, tc, ci, st, up, end)
 }
 
 // peerMemo is the verified identity of the client of one HBONE connection.
@@ -78,41 +82,11 @@ func (pod *podProxy) peerOf(cs *tls.ConnectionState) *peerMemo {
 	return m
 }
 
-// acceptInbound connects to the application and accepts the tunnel, or rejects it and records
-// the failure: then it returns a nil stream. On success the connection is published in tc.
-//
-//go:noinline
-func (pod *podProxy) acceptInbound(ctx context.Context, r *hbone.Request, ci *connInfo, tc *trackedConn, peer *certs.Identity) (*hbone.Stream, net.Conn) {
-	// The dial runs from here rather than from checkInbound, whose frame would add to the
-	// deepest stack of the handler (see growStack).
-	code, err := pod.checkInbound(ctx, r, ci, tc, peer)
-	var up net.Conn
-	if err == nil {
-		if up, err = pod.dialApp(ctx, ci.Src.Addr(), ci.Dst); err != nil {
-			code, err = http.StatusServiceUnavailable, fmt.Errorf("connect to application %s: %w", ci.Dst, err)
-		}
-	}
-	if err != nil {
-		r.Reject(code, err.Error())
-		pod.finish(ci, spliceResult{}, err)
-		return nil, nil
-	}
-	st, err := r.Accept(nil)
-	if err != nil {
-		up.Close()
-		pod.finish(ci, spliceResult{}, fmt.Errorf("accept HBONE stream: %w", err))
-		return nil, nil
-	}
+// relay publishes an established connection to the connection tracker (config dump) and hands it
+// to the relay; once it has ended, its end is recorded and end runs.
+func (pod *podProxy) relay(ctx context.Context, tc *trackedConn, ci *connInfo, down, up net.Conn, end *connEnd) {
 	pod.conns.set(tc, ci.view())
-	return st, up
-}
-
-// spliceAndFinish splices an established connection (spliceAsync: it may return before the
-// connection ends) and, once it has ended, records its end and runs end.
-//
-//go:noinline
-func (pod *podProxy) spliceAndFinish(ctx context.Context, ci *connInfo, down, up net.Conn, end *connEnd) {
-	spliceAsync(ctx, down, up, pod.p.idle, func(res spliceResult) {
+	pod.p.relay.Run(ctx, down, up, func(res relay.Result) {
 		pod.finish(ci, res, nil)
 		end.run()
 	})
@@ -175,29 +149,40 @@ func (pod *podProxy) checkInbound(ctx context.Context, r *hbone.Request, ci *con
 }
 
 // admit finds the pod's own workload (waiting briefly if the pod is newer than the config) and
-// the client's, and applies the pod's authorization policies. tc must already be tracked, so a
-// policy change after this check is not missed.
+// the client's, and applies the pod's authorization policies. tc must already be tracked. The
+// connection is registered for policy re-checks before the snapshot it is authorized against is
+// loaded: a policy push at any moment is either in that snapshot or re-checks the connection.
 func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, peer *certs.Identity) error {
 	dst, err := pod.ownWorkload(ctx, ci.Dst.Addr())
 	if err != nil {
 		return fmt.Errorf("unknown destination workload: %w", err)
 	}
+	c := authzConn(ci.Src, ci.Dst, peer)
+	pod.conns.setPolicy(tc, c, dst.UID)
+	if testHookAdmitRegistered != nil {
+		testHookAdmitRegistered()
+	}
+	snap := pod.p.store.Load()
+	if w := snap.WorkloadByUID(dst.UID); w != nil {
+		dst = w
+	}
 	ci.DstWorkload = dst
 	ci.DstIdentity = pod.identityString(dst)
-	snap := pod.p.store.Load()
 	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
 	ci.DstSvc = guessInboundService(snap, dst, ci.DstService, ci.Dst.Port())
 	pod.opened(ci)
-	c := authzConn(ci.Src, ci.Dst, peer)
-	pod.conns.setPolicy(tc, c, dst.UID)
 	return authorize(snap, dst, c)
 }
+
+// testHookAdmitRegistered, if set (by tests only), runs in admit between registering the
+// connection for policy re-checks and loading the snapshot it is authorized against.
+var testHookAdmitRegistered func()
 
 // handleInboundPlaintext proxies a plaintext connection the pod's redirection sent to port
 // 15006: the original destination is the pod itself. There is no peer identity, so only
 // policies that allow unauthenticated clients let it through.
 func (pod *podProxy) handleInboundPlaintext(c net.Conn, release func()) {
-	ci := newConnInfo("inbound", "TCP", c)
+	ci := &connInfo{Direction: "inbound", Protocol: "TCP", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	tc := &trackedConn{cancel: cancel}
 	end := &connEnd{closed: pod.socketOpened(reporterDestination), untrack: pod.conns.track(tc), cancel: cancel, release: release}
@@ -208,30 +193,13 @@ func (pod *podProxy) handleInboundPlaintext(c net.Conn, release func()) {
 		end.run()
 		return
 	}
-	pod.publish(tc, ci)
-	pod.spliceAndFinish(connCtx, ci, c, up, end)
-}
-
-// newConnInfo starts the record of a connection accepted from a redirected socket c.
-//
-//go:noinline
-func newConnInfo(direction, protocol string, c net.Conn) *connInfo {
-	return &connInfo{Direction: direction, Protocol: protocol, Start: time.Now(), Src: addrPort(c.RemoteAddr())}
+	pod.relay(connCtx, tc, ci, c, up, end)
 }
 
 // refuse resets c and records why it was not proxied.
-//
-//go:noinline
 func (pod *podProxy) refuse(c net.Conn, ci *connInfo, err error) {
-	resetClose(c)
-	pod.finish(ci, spliceResult{}, err)
-}
-
-// publish makes an established connection visible to the connection tracker (config dump).
-//
-//go:noinline
-func (pod *podProxy) publish(tc *trackedConn, ci *connInfo) {
-	pod.conns.set(tc, ci.view())
+	relay.ResetClose(c)
+	pod.finish(ci, relay.Result{}, err)
 }
 
 func (pod *podProxy) connectPlaintext(c net.Conn, ci *connInfo, tc *trackedConn) (net.Conn, error) {

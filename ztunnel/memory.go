@@ -17,7 +17,7 @@ const (
 
 // hintMemoryFreed tells releaseMemoryAfterChanges that a lot of memory became free for another
 // reason than a config change: many connections went idle and their copies gave up their
-// goroutines' stacks (idlePoller.onParks). Never blocks.
+// goroutines' stacks (relay.Config.OnParks). Never blocks.
 func (p *Proxy) hintMemoryFreed() {
 	select {
 	case p.memFreed <- struct{}{}:

@@ -22,6 +22,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/certs"
 	"github.com/ztunnel-go/ztunnel/redirect"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -61,8 +62,8 @@ func TestMetricsHandlerScrape(t *testing.T) {
 	pod := testPod(p)
 	ci := &connInfo{Direction: "outbound", Protocol: "HBONE", Start: time.Now(), SrcWorkload: client, DstWorkload: server, DstSvc: svc}
 	pod.opened(ci)
-	pod.finish(ci, spliceResult{Received: 3, Sent: 4}, nil)
-	pod.finish(ci, spliceResult{}, errPodClosed) // a second connection with the same labels that failed
+	pod.finish(ci, relay.Result{Received: 3, Sent: 4}, nil)
+	pod.finish(ci, relay.Result{}, errPodClosed) // a second connection with the same labels that failed
 	pod.socketOpened(reporterSource)
 	p.podEvents.metrics.podsStarted.Inc()
 	if _, err := p.certs.Get(context.Background(), certs.Identity{TrustDomain: "cluster.local", Namespace: "ns1", ServiceAccount: "client"}); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -179,7 +180,7 @@ func (pod *podProxy) opened(ci *connInfo) {
 // finish ends a connection: its access-log line, and, if it was counted as opened, the closed
 // counter (and the failed counter when the flag is not "-") with the final response flag, and
 // its bytes under the labels it was opened with. It must be called exactly once per connection.
-func (pod *podProxy) finish(ci *connInfo, res spliceResult, err error) {
+func (pod *podProxy) finish(ci *connInfo, res relay.Result, err error) {
 	logConn(pod.log, ci, res, err)
 	s := ci.opened
 	if pod.p.metrics == nil || s == nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -122,28 +123,28 @@ func TestConnectionCounters(t *testing.T) {
 		SrcIdentity: "spiffe://cluster.local/ns/ns1/sa/client", DstWorkload: server, DstSvc: svc}
 	pod.opened(ok)
 	pod.opened(ok) // counted once
-	pod.finish(ok, spliceResult{Received: 10, Sent: 20}, nil)
+	pod.finish(ok, relay.Result{Received: 10, Sent: 20}, nil)
 
 	// The same again, but the upstream refused: CONNECT.
 	refused := &connInfo{Direction: "outbound", Protocol: "HBONE", Start: time.Now(), SrcWorkload: client,
 		SrcIdentity: "spiffe://cluster.local/ns/ns1/sa/client", DstWorkload: server, DstSvc: svc}
 	pod.opened(refused)
-	pod.finish(refused, spliceResult{}, errors.New("HBONE connect: hbone: CONNECT rejected with status 503"))
+	pod.finish(refused, relay.Result{}, errors.New("HBONE connect: hbone: CONNECT rejected with status 503"))
 
 	// Inbound HBONE denied by a policy: DENY.
 	denied := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
 		SrcIdentity: "spiffe://cluster.local/ns/ns1/sa/client", SrcWorkload: client, DstWorkload: server}
 	pod.opened(denied)
-	pod.finish(denied, spliceResult{}, &policyError{reason: "explicitly denied by: ns2/deny"})
+	pod.finish(denied, relay.Result{}, &policyError{reason: "explicitly denied by: ns2/deny"})
 
 	// The same peer again, closed later by a policy change: the splice result carries the cause.
 	late := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
 		SrcIdentity: "spiffe://cluster.local/ns/ns1/sa/client", SrcWorkload: client, DstWorkload: server}
 	pod.opened(late)
-	pod.finish(late, spliceResult{Received: 5, Err: &policyError{reason: "r", late: true}}, nil)
+	pod.finish(late, relay.Result{Received: 5, Err: &policyError{reason: "r", late: true}}, nil)
 
 	// Refused before it counted as opened (unknown source): only logged.
-	pod.finish(&connInfo{Direction: "outbound", Start: time.Now()}, spliceResult{}, errors.New("unknown source workload"))
+	pod.finish(&connInfo{Direction: "outbound", Start: time.Now()}, relay.Result{}, errors.New("unknown source workload"))
 
 	got := gather(t, p.metrics.reg)
 	for _, tc := range []struct {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect"
@@ -18,12 +19,12 @@ import (
 //
 //	redirected socket → original destination → source workload → destination lookup
 //	(service VIP → endpoint selection, or workload IP, or unknown → passthrough)
-//	→ HBONE tunnel from the pool (or plain TCP) → splice.
+//	→ HBONE tunnel from the pool (or plain TCP) → relay.
 //
-// It returns once the connection is idle or over; release (the accept loop's) is called once
-// everything about the connection is finished, which may be much later (spliceAsync).
+// It returns once the connection is set up (the relay carries it on); release (the accept loop's)
+// is called once everything about the connection is finished.
 func (pod *podProxy) handleOutbound(c net.Conn, release func()) {
-	ci := newConnInfo("outbound", "", c)
+	ci := &connInfo{Direction: "outbound", Start: time.Now(), Src: addrPort(c.RemoteAddr())}
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	tc := &trackedConn{cancel: cancel}
 	end := &connEnd{closed: pod.socketOpened(reporterSource), untrack: pod.conns.track(tc), cancel: cancel, release: release}
@@ -34,8 +35,7 @@ func (pod *podProxy) handleOutbound(c net.Conn, release func()) {
 		end.run()
 		return
 	}
-	pod.publish(tc, ci)
-	pod.spliceAndFinish(connCtx, ci, c, up, end)
+	pod.relay(connCtx, tc, ci, c, up, end)
 }
 
 // connectOutbound resolves where c should go and opens the upstream connection. ctx is the
@@ -268,15 +268,6 @@ func baggage(w *workload.Workload, cluster string) string {
 		hbone.KV{Key: "cloud.region", Value: w.Locality.Region},
 		hbone.KV{Key: "cloud.availability_zone", Value: w.Locality.Zone},
 	))
-}
-
-// resetClose closes c with a TCP reset, so the client sees a failed connection rather than
-// an orderly empty reply.
-func resetClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

@@ -175,30 +175,10 @@ func (pod *podProxy) goAccept(ln net.Listener, handle func(c net.Conn, release f
 			}
 			backoff = 0
 			pod.wg.Add(1)
-			go func() {
-				growStack()
-				handle(c, pod.wg.Done)
-			}()
+			go handle(c, pod.wg.Done)
 		}
 	}()
 }
-
-// growStack grows the calling goroutine's stack from 2 KiB to 4 KiB while it is still shallow.
-// A connection handler's stack grows to 4 KiB anyway while it sets the connection up (dial,
-// TLS, HBONE), and growing costs a copy of the stack plus a walk of every frame on it: at the
-// start, with two or three frames, that is a fraction of what it costs from deep inside a
-// dial. Growing to no more than the handler reaches anyway keeps the memory of an idle
-// connection as it was (keep the dial path shallow enough for 4 KiB: see acceptInbound).
-// (The runtime grows a stack to the next power of two that holds the frame.)
-//
-//go:noinline
-func growStack() {
-	var buf [1 << 10]byte
-	keepStack(buf[:])
-}
-
-//go:noinline
-func keepStack([]byte) {}
 
 // close stops the pod at once: the pod is gone, so its connections are ended without waiting.
 func (pod *podProxy) close(ctx context.Context) {

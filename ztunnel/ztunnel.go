@@ -15,6 +15,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/certs"
 	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -35,9 +36,9 @@ type Proxy struct {
 	ready     *readiness    // served on cfg.ReadinessAddr
 	served    servedAddrs   // where the metrics and readiness servers listen
 
-	// idle parks the copies of idle connections (spliceAsync); nil outside Run, or if it could
-	// not be created (copies then block as splice's do).
-	idle     *idlePoller
+	// relay moves the bytes of every proxied connection (it parks the copies of idle ones);
+	// set by Run before any listener starts.
+	relay    *relay.Relay
 	memFreed chan struct{} // 1-buffered: hintMemoryFreed
 
 	quit     chan struct{} // closed by Quit
@@ -127,13 +128,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	if idle, err := newIdlePoller(0); err != nil {
+	r, err := relay.New(relay.Config{OnParks: p.hintMemoryFreed})
+	if err != nil {
 		p.log.Warn("idle connections will hold a goroutine each", "error", err)
-	} else {
-		idle.onParks = p.hintMemoryFreed
-		p.idle = idle
-		defer idle.close() // after the drain below: parked copies of closed pods were withdrawn
+		r, _ = relay.New(relay.Config{IdleAfter: -1}) // cannot fail
 	}
+	p.relay = r
+	defer r.Close() // after the drain below: parked copies of closed pods were withdrawn
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
 	g.Go(func() error { return p.prefetchCerts(gctx) })
@@ -174,7 +175,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.log.Info("proxy started", "node", p.cfg.NodeName, "zds", p.cfg.InPodUDS, "network", p.cfg.Network)
 
-	err := g.Wait()
+	err = g.Wait()
 	p.log.Info("draining", "deadline", p.cfg.TerminationDeadline)
 	drainCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
 	defer cancel()

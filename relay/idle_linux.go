@@ -1,4 +1,4 @@
-package ztunnel
+package relay
 
 import (
 	"errors"
@@ -47,10 +47,10 @@ const parkNotifyEvery = 256
 // from 1 up.
 const stopToken = 0
 
-// newIdlePoller starts a poller for copies silent for after (idleAfter if zero).
+// newIdlePoller starts a poller for copies silent for after (defaultIdleAfter if zero).
 func newIdlePoller(after time.Duration) (*idlePoller, error) {
 	if after <= 0 {
-		after = idleAfter
+		after = defaultIdleAfter
 	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -140,6 +140,13 @@ func (p *idlePoller) park(rc syscall.RawConn, wake func()) (cancel func() bool, 
 		}
 		return ok
 	}, nil
+}
+
+// numParked is how many copies are parked.
+func (p *idlePoller) numParked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
 }
 
 // run delivers events until close. It sits in epoll_wait(2), a blocking system call, so it holds

@@ -1,17 +1,10 @@
-package ztunnel
+package relay
 
 import (
 	"net"
 	"testing"
 	"time"
 )
-
-// numParked is how many copies are parked.
-func (p *idlePoller) numParked() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.parked)
-}
 
 func newTestPoller(t *testing.T) *idlePoller {
 	t.Helper()
