@@ -59,11 +59,11 @@ const (
 // write.go) owns wfr, bw, henc, hbuf and wdeadline. They share the fields guarded by mu.
 type conn struct {
 	// Immutable after newConn.
-	role   role
-	nc     net.Conn
-	cfg    Config
-	log    *slog.Logger
-	rfr    *http2.Framer // read loop only
+	role role
+	nc   net.Conn
+	cfg  Config
+	log  *slog.Logger
+	rfr  *http2.Framer // read loop only
 
 	// Used only by the goroutine holding the writer role, kept here so writing allocates nothing.
 	hdrScratch    [frameHeaderLen]byte // the DATA frame header being written (writeData)

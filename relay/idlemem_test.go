@@ -146,4 +146,3 @@ func memInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse + ms.StackInuse)
 }
-
