@@ -19,16 +19,40 @@ import (
 // Apply installs r in the network namespace ns. It is idempotent: our
 // chains are declared (created or flushed) and refilled in one
 // iptables-restore --noflush per family, the jumps from the built-in chains
-// are only added when missing, and the ip rule / local route are replaced.
-// The iptables tools run as child processes forked from a thread inside ns.
+// are only added when missing, our chains in tables r does not use (left by
+// a ruleset of another IPv6 mode) are removed, and the ip rule / local
+// route are replaced. The iptables tools run as child processes forked from
+// a thread inside ns.
+//
+// The IPv6 part is skipped when ns has no IPv6 at all: the kernel has no
+// IPv6, or IPv6 is disabled on every interface and ip6tables is not
+// installed. IPv6 disabled only by sysctl still gets the rules, since it can
+// be enabled again. When ns has IPv6 but ip6tables is missing, Apply fails
+// (after installing the IPv4 part) rather than leave IPv6 open.
 func Apply(ns *redirect.NetNS, r Ruleset) error {
-	if err := applyRoutes(ns, r.Routes); err != nil {
+	v6, err := ipv6In(ns)
+	if err != nil {
+		return fmt.Errorf("apply in-pod rules in %s: %w", ns, err)
+	}
+	routes := r.Routes
+	if !v6.rules() {
+		routes = routesOf(routes, 4)
+	} else if len(routesOf(routes, 6)) == 0 {
+		// IPv6 is refused: drop the IPv6 route of an earlier capture.
+		if err := removeRoutes(ns, unix.AF_INET6); err != nil {
+			return fmt.Errorf("apply in-pod rules in %s: %w", ns, err)
+		}
+	}
+	if err := applyRoutes(ns, routes); err != nil {
 		return fmt.Errorf("apply in-pod rules in %s: %w", ns, err)
 	}
 	if err := applyTables(ns, "iptables", r.IPv4Restore); err != nil {
 		return fmt.Errorf("apply in-pod rules in %s: %w", ns, err)
 	}
-	if r.IPv6Restore != "" {
+	if v6.stack && v6.enabled && v6.missing != nil {
+		return fmt.Errorf("apply in-pod rules in %s: the namespace has IPv6 but its traffic cannot be captured or refused: %w", ns, v6.missing)
+	}
+	if v6.rules() && r.IPv6Restore != "" {
 		if err := applyTables(ns, "ip6tables", r.IPv6Restore); err != nil {
 			return fmt.Errorf("apply in-pod rules in %s: %w", ns, err)
 		}
@@ -37,20 +61,29 @@ func Apply(ns *redirect.NetNS, r Ruleset) error {
 }
 
 // Remove deletes what Apply installed from ns: the jumps to our chains, the
-// chains themselves (IPv4 and, when ip6tables exists, IPv6), the fwmark ip
-// rules at our preference and the local routes in their tables. Missing
-// pieces are not an error.
+// chains themselves (IPv4 and, when ns has IPv6 and ip6tables exists, IPv6),
+// the fwmark ip rules at our preference and the local routes in their
+// tables. Missing pieces are not an error.
 func Remove(ns *redirect.NetNS) error {
+	v6, err := ipv6In(ns)
+	if err != nil {
+		return fmt.Errorf("remove in-pod rules in %s: %w", ns, err)
+	}
 	var errs []error
-	for _, prog := range []string{"iptables", "ip6tables"} {
-		if _, err := exec.LookPath(prog + "-save"); err != nil && prog == "ip6tables" {
-			continue
-		}
+	progs := []string{"iptables"}
+	if v6.rules() {
+		progs = append(progs, "ip6tables")
+	}
+	for _, prog := range progs {
 		if err := removeTables(ns, prog); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := removeRoutes(ns); err != nil {
+	fams := []int{unix.AF_INET}
+	if v6.stack {
+		fams = append(fams, unix.AF_INET6)
+	}
+	if err := removeRoutes(ns, fams...); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -59,12 +92,71 @@ func Remove(ns *redirect.NetNS) error {
 	return nil
 }
 
+// ipv6Support describes IPv6 in a namespace, for Apply and Remove.
+type ipv6Support struct {
+	stack   bool  // the kernel has IPv6 in the namespace
+	enabled bool  // IPv6 is enabled on some interface, or for new ones
+	missing error // why ip6tables cannot be run, or nil
+}
+
+// rules reports whether the namespace gets (or may have) IPv6 rules.
+func (s ipv6Support) rules() bool { return s.stack && s.missing == nil }
+
+// ip6tablesProgs are the programs the IPv6 rules need.
+var ip6tablesProgs = []string{"ip6tables-save", "ip6tables-restore"}
+
+// ipv6In finds out about IPv6 in ns.
+func ipv6In(ns *redirect.NetNS) (ipv6Support, error) {
+	var s ipv6Support
+	if err := ns.Do(func() error {
+		s.stack, s.enabled = ipv6Enabled()
+		return nil
+	}); err != nil {
+		return s, fmt.Errorf("check IPv6: %w", err)
+	}
+	for _, p := range ip6tablesProgs {
+		if _, err := exec.LookPath(p); err != nil {
+			s.missing = err
+			break
+		}
+	}
+	return s, nil
+}
+
+// ipv6Enabled reports, for the calling thread's network namespace, whether
+// the kernel has IPv6 there (stack) and whether it is enabled on some
+// interface or for new ones (enabled).
+func ipv6Enabled() (stack, enabled bool) {
+	ents, err := os.ReadDir("/proc/sys/net/ipv6/conf")
+	if err != nil {
+		return false, false
+	}
+	for _, e := range ents {
+		v, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + e.Name() + "/disable_ipv6")
+		if err != nil || strings.TrimSpace(string(v)) != "1" {
+			return true, true
+		}
+	}
+	return true, false
+}
+
+// routesOf returns the routes of one family.
+func routesOf(routes []RouteRule, family int) []RouteRule {
+	var out []RouteRule
+	for _, r := range routes {
+		if r.Family == family {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func applyTables(ns *redirect.NetNS, prog, restore string) error {
 	save, err := runIn(ns, prog+"-save", "")
 	if err != nil {
 		return err
 	}
-	_, err = runIn(ns, prog+"-restore", withoutExistingJumps(restore, save), "--noflush")
+	_, err = runIn(ns, prog+"-restore", applyScript(restore, save), "--noflush")
 	return err
 }
 
@@ -73,7 +165,7 @@ func removeTables(ns *redirect.NetNS, prog string) error {
 	if err != nil {
 		return err
 	}
-	script := removalScript(save)
+	script := removalScript(save, func(string, string) bool { return true })
 	if script == "" {
 		return nil
 	}
@@ -171,7 +263,9 @@ func loIPv6Enabled(ns *redirect.NetNS) bool {
 	return err == nil && strings.TrimSpace(string(v)) != "1"
 }
 
-func removeRoutes(ns *redirect.NetNS) error {
+// removeRoutes deletes our ip rules and local routes of the address
+// families fams (unix.AF_INET, unix.AF_INET6).
+func removeRoutes(ns *redirect.NetNS, fams ...int) error {
 	h, err := netlinkHandle(ns)
 	if err != nil {
 		return err
@@ -179,7 +273,7 @@ func removeRoutes(ns *redirect.NetNS) error {
 	defer h.Close()
 	def := DefaultConfig()
 	var errs []error
-	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+	for _, fam := range fams {
 		tables := map[int]bool{def.RouteTable: true}
 		rules, err := h.RuleList(fam)
 		if err != nil {

@@ -6,12 +6,42 @@ import (
 	"strings"
 )
 
-// Chain names owned by this package (in nat and mangle, and raw when DNS is
-// captured). They match istio-cni so either tool can clean up after the other.
+// Chain names owned by this package (in nat and mangle, raw when DNS is
+// captured, and the IPv6 filter table). ChainPrerouting and ChainOutput
+// match istio-cni so either tool can clean up after the other.
 const (
 	ChainPrerouting = "ISTIO_PRERT"
 	ChainOutput     = "ISTIO_OUTPUT"
+	ChainInput      = "ISTIO_INPUT"
 )
+
+// IPv6Mode says what the rules do with the pod's IPv6 TCP traffic. Every
+// mode covers every IPv6 address of the pod, link-local (fe80::/10)
+// included: nothing reaches the application or leaves the pod around the
+// proxy.
+type IPv6Mode int
+
+const (
+	// IPv6Capture redirects IPv6 TCP to the proxy as IPv4 is, and adds the
+	// IPv6 ip rule and local route. For a proxy that listens on IPv6 ([::],
+	// the proxy's default). The default.
+	IPv6Capture IPv6Mode = iota
+	// IPv6Refuse resets every IPv6 TCP connection to or from the pod except
+	// over loopback, the proxy's own (marked) connections and kubelet probes
+	// from ProbeSNATIPv6. For a proxy that does not listen on IPv6
+	// (IPV6_ENABLED=false).
+	IPv6Refuse
+)
+
+func (m IPv6Mode) String() string {
+	switch m {
+	case IPv6Capture:
+		return "capture"
+	case IPv6Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("IPv6Mode(%d)", int(m))
+}
 
 // markMask is the mask used with ProxyMark and ConnMark, as in istio-cni.
 const markMask = 0xfff
@@ -43,12 +73,12 @@ type Config struct {
 	// ProbeSNATIPv6 is the IPv6 counterpart of ProbeSNATIP.
 	// Zero: fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
 	ProbeSNATIPv6 netip.Addr
-	// IPv6 also produces ip6tables rules and the IPv6 ip rule/route. Default off.
-	IPv6 bool
+	// IPv6 chooses the ip6tables rules: capture (the zero value) or refuse.
+	IPv6 IPv6Mode
 }
 
 // DefaultConfig returns the configuration istio-cni uses by default
-// (IPv4 only, DNS not captured).
+// (IPv4 and IPv6 captured, DNS not captured).
 func DefaultConfig() Config {
 	return Config{}.withDefaults()
 }
@@ -106,7 +136,9 @@ type Ruleset struct {
 	// (and so flushes) our chains, fills them, and appends the jumps from the
 	// built-in chains. Apply drops jump lines that already exist.
 	IPv4Restore string
-	// IPv6Restore is the ip6tables-restore counterpart; empty when IPv6 is off.
+	// IPv6Restore is the ip6tables-restore counterpart: the same
+	// redirection (IPv6Capture), or a filter table that resets TCP
+	// (IPv6Refuse). Never empty.
 	IPv6Restore string
 	// Routes are the policy routing rules, one per family.
 	Routes []RouteRule
@@ -127,7 +159,8 @@ func (r Ruleset) String() string {
 	return b.String()
 }
 
-// Rules computes the ruleset for cfg. It is pure and deterministic.
+// Rules computes the ruleset for cfg. It is pure and deterministic. An
+// IPv6 mode other than IPv6Capture and IPv6Refuse refuses IPv6.
 func Rules(cfg Config) Ruleset {
 	cfg = cfg.withDefaults()
 	rs := Ruleset{
@@ -137,13 +170,15 @@ func Rules(cfg Config) Ruleset {
 			Table: cfg.RouteTable, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0),
 		}},
 	}
-	if cfg.IPv6 {
-		rs.IPv6Restore = restoreText(cfg, ipv6)
-		rs.Routes = append(rs.Routes, RouteRule{
-			Family: 6, Mark: cfg.ConnMark, Mask: markMask, Priority: rulePriority,
-			Table: cfg.RouteTable, Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0),
-		})
+	if cfg.IPv6 != IPv6Capture {
+		rs.IPv6Restore = refuseText(cfg)
+		return rs
 	}
+	rs.IPv6Restore = restoreText(cfg, ipv6)
+	rs.Routes = append(rs.Routes, RouteRule{
+		Family: 6, Mark: cfg.ConnMark, Mask: markMask, Priority: rulePriority,
+		Table: cfg.RouteTable, Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0),
+	})
 	return rs
 }
 
@@ -152,6 +187,16 @@ type family int
 const (
 	ipv4 family = iota
 	ipv6
+)
+
+// Rule fragments, as iptables-save prints them.
+const (
+	// linkLocalPrefix is the IPv6 link-local prefix.
+	linkLocalPrefix = "fe80::/10"
+	// reset ends a rule that refuses a TCP connection with a reset.
+	reset = " -j REJECT --reject-with tcp-reset"
+	// established accepts the TCP packets of connections already let through.
+	established = " -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 )
 
 // restoreText builds the restore input for one family. Rules are written in
@@ -167,17 +212,7 @@ func restoreText(cfg Config, fam family) string {
 	connMark := fmt.Sprintf("%#x/%#x", cfg.ConnMark, markMask)
 
 	var b strings.Builder
-	table := func(name string, chains []string, rules ...string) {
-		fmt.Fprintf(&b, "*%s\n", name)
-		for _, c := range chains {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-		}
-		for _, r := range rules {
-			b.WriteString(r)
-			b.WriteByte('\n')
-		}
-		b.WriteString("COMMIT\n")
-	}
+	table := func(name string, chains []string, rules ...string) { writeTable(&b, name, chains, rules) }
 	both := []string{ChainPrerouting, ChainOutput}
 
 	table("mangle", both,
@@ -199,6 +234,12 @@ func restoreText(cfg Config, fam family) string {
 		fmt.Sprintf("-A %s ! -d %s -p tcp -m tcp ! --dport %d -m mark ! --mark %s -j REDIRECT --to-ports %d",
 			ChainPrerouting, localhost, cfg.HBONEPort, proxyMark, cfg.InboundPort),
 	}
+	if fam == ipv6 {
+		// The app's socket to a link-local address is bound to its interface,
+		// so a REDIRECT to ::1 could not be routed: such connections are
+		// reset in the filter table instead.
+		natOut = append(natOut, "-A "+ChainOutput+" -d "+linkLocalPrefix+" -p tcp -j RETURN")
+	}
 	if cfg.CaptureDNS {
 		natOut = append(natOut,
 			fmt.Sprintf("-A %s ! -o lo -p udp -m mark ! --mark %s -m udp --dport 53 -j REDIRECT --to-ports %d",
@@ -216,6 +257,14 @@ func restoreText(cfg Config, fam family) string {
 			ChainOutput, localhost, proxyMark, cfg.OutboundPort),
 	)
 	table("nat", both, natOut...)
+	if fam == ipv6 {
+		table("filter", []string{ChainOutput},
+			"-A OUTPUT -j "+ChainOutput,
+			// Replies of connections let in (to the proxy) are not refused.
+			"-A "+ChainOutput+established,
+			"-A "+ChainOutput+" -d "+linkLocalPrefix+" ! -o lo -p tcp -m mark ! --mark "+proxyMark+reset,
+		)
+	}
 
 	if cfg.CaptureDNS {
 		// Separate conntrack zone for proxy <-> upstream DNS, avoiding port
@@ -228,4 +277,41 @@ func restoreText(cfg Config, fam family) string {
 		)
 	}
 	return b.String()
+}
+
+// refuseText builds the ip6tables-restore input of IPv6Refuse: in the
+// filter table, TCP is reset unless it is on lo, part of a connection
+// already let through (the proxy's own, or a probe), sent by the proxy
+// (marked), or a kubelet probe.
+func refuseText(cfg Config) string {
+	proxyMark := fmt.Sprintf("%#x/%#x", cfg.ProxyMark, markMask)
+	probe := netip.PrefixFrom(cfg.ProbeSNATIPv6, 128).String()
+	var b strings.Builder
+	writeTable(&b, "filter", []string{ChainInput, ChainOutput}, []string{
+		"-A INPUT -j " + ChainInput,
+		"-A OUTPUT -j " + ChainOutput,
+		"-A " + ChainInput + " -i lo -j ACCEPT",
+		"-A " + ChainInput + established,
+		"-A " + ChainInput + " -s " + probe + " -p tcp -j ACCEPT",
+		"-A " + ChainInput + " -p tcp" + reset,
+		"-A " + ChainOutput + " -o lo -j ACCEPT",
+		"-A " + ChainOutput + established,
+		"-A " + ChainOutput + " -p tcp -m mark --mark " + proxyMark + " -j ACCEPT",
+		"-A " + ChainOutput + " -p tcp" + reset,
+	})
+	return b.String()
+}
+
+// writeTable writes one table's block of restore input: the chains to
+// declare (which flushes them), then the rules.
+func writeTable(b *strings.Builder, name string, chains, rules []string) {
+	fmt.Fprintf(b, "*%s\n", name)
+	for _, c := range chains {
+		fmt.Fprintf(b, ":%s - [0:0]\n", c)
+	}
+	for _, r := range rules {
+		b.WriteString(r)
+		b.WriteByte('\n')
+	}
+	b.WriteString("COMMIT\n")
 }

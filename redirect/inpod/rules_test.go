@@ -2,8 +2,10 @@ package inpod
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -17,11 +19,14 @@ func TestRulesGolden(t *testing.T) {
 		cfg  Config
 	}{
 		{"default", Config{}},
-		{"ipv6", Config{IPv6: true}},
+		{"ipv6_refuse", Config{IPv6: IPv6Refuse}},
 		{"dns", Config{CaptureDNS: true}},
-		{"dns_ipv6", Config{CaptureDNS: true, IPv6: true}},
+		{"dns_ipv6_refuse", Config{CaptureDNS: true, IPv6: IPv6Refuse}},
 		{"custom", Config{OutboundPort: 25001, InboundPort: 25006, HBONEPort: 25008, DNSPort: 25053,
-			ProxyMark: 0x22, ConnMark: 0x33, RouteTable: 7, IPv6: true}},
+			ProxyMark: 0x22, ConnMark: 0x33, RouteTable: 7}},
+		{"custom_refuse", Config{OutboundPort: 25001, InboundPort: 25006, HBONEPort: 25008, DNSPort: 25053,
+			ProxyMark: 0x22, ConnMark: 0x33, RouteTable: 7, ProbeSNATIPv6: netip.MustParseAddr("fd00::7"),
+			IPv6: IPv6Refuse}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Rules(tc.cfg).String()
@@ -52,14 +57,38 @@ func TestDefaultConfig(t *testing.T) {
 	// Defaults are the contract with ztunnel: check the important ones literally.
 	c := DefaultConfig()
 	if c.OutboundPort != 15001 || c.InboundPort != 15006 || c.HBONEPort != 15008 || c.ProxyMark != 1337 ||
-		c.ConnMark != 0x111 || c.RouteTable != 100 || c.ProbeSNATIP.String() != "169.254.7.127" || c.CaptureDNS || c.IPv6 {
+		c.ConnMark != 0x111 || c.RouteTable != 100 || c.ProbeSNATIP.String() != "169.254.7.127" || c.CaptureDNS ||
+		c.IPv6 != IPv6Capture {
 		t.Errorf("DefaultConfig() = %+v", c)
 	}
-	// Explicit values are kept.
-	if got := Rules(Config{IPv6: true}); got.IPv6Restore == "" || len(got.Routes) != 2 {
-		t.Errorf("IPv6 ruleset missing parts: %+v", got)
-	}
-	if got := Rules(Config{}); got.IPv6Restore != "" || len(got.Routes) != 1 {
-		t.Errorf("IPv4-only ruleset has IPv6 parts: %+v", got)
+}
+
+// TestRulesCoverIPv6 checks that no mode leaves IPv6 without rules: capture
+// redirects (with the IPv6 route), refuse resets, and an unknown mode refuses.
+func TestRulesCoverIPv6(t *testing.T) {
+	for _, tc := range []struct {
+		mode       IPv6Mode
+		want       string
+		ipv6Routes int
+	}{
+		{IPv6Capture, "! -d ::1/128 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001", 1},
+		{IPv6Refuse, "-A ISTIO_INPUT -p tcp -j REJECT --reject-with tcp-reset", 0},
+		{IPv6Mode(7), "-A ISTIO_OUTPUT -p tcp -j REJECT --reject-with tcp-reset", 0},
+	} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			rs := Rules(Config{IPv6: tc.mode})
+			if !strings.Contains(rs.IPv6Restore, tc.want) {
+				t.Errorf("IPv6 rules lack %q:\n%s", tc.want, rs.IPv6Restore)
+			}
+			n := 0
+			for _, r := range rs.Routes {
+				if r.Family == 6 {
+					n++
+				}
+			}
+			if n != tc.ipv6Routes {
+				t.Errorf("%d IPv6 routes, want %d", n, tc.ipv6Routes)
+			}
+		})
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 // ownChain reports whether chain is one this package creates.
 func ownChain(chain string) bool {
-	return chain == ChainPrerouting || chain == ChainOutput
+	return chain == ChainPrerouting || chain == ChainOutput || chain == ChainInput
 }
 
 // saveRules parses iptables-save output into table -> set of rule lines
@@ -37,10 +37,31 @@ func saveRules(save string) (rules map[string]map[string]int, chains map[string]
 	return rules, chains
 }
 
-// withoutExistingJumps returns restore with the "-A <built-in chain> ..."
-// lines dropped that iptables-save output save already contains, so applying
-// it again does not duplicate the jumps into our chains. Our own chains are
-// declared in restore, which flushes them, so their rules are kept.
+// applyScript returns the iptables-restore --noflush input that brings the
+// state in iptables-save output save to restore: restore without the
+// "-A <built-in chain> ..." lines save already contains, so applying it
+// again does not duplicate the jumps into our chains (our own chains are
+// declared in restore, which flushes them, so their rules are kept),
+// preceded by the removal of our chains that restore does not declare (left
+// by a ruleset of another IPv6 mode).
+func applyScript(restore, save string) string {
+	declared := map[[2]string]bool{}
+	table := ""
+	for line := range strings.Lines(restore) {
+		line = strings.TrimSpace(line)
+		if t, ok := strings.CutPrefix(line, "*"); ok {
+			table = t
+		} else if c, ok := strings.CutPrefix(line, ":"); ok {
+			name, _, _ := strings.Cut(c, " ")
+			declared[[2]string{table, name}] = true
+		}
+	}
+	stale := removalScript(save, func(table, chain string) bool { return !declared[[2]string{table, chain}] })
+	return stale + withoutExistingJumps(restore, save)
+}
+
+// withoutExistingJumps returns restore without the jump lines from built-in
+// chains that save already contains (see applyScript).
 func withoutExistingJumps(restore, save string) string {
 	existing, _ := saveRules(save)
 	var b strings.Builder
@@ -70,9 +91,9 @@ func appendedChain(line string) (string, bool) {
 
 // removalScript returns iptables-restore --noflush input that deletes every
 // rule jumping to our chains and then flushes and deletes the chains, for
-// the state in iptables-save output save. It is empty when nothing of ours
-// is present.
-func removalScript(save string) string {
+// the state in iptables-save output save, limited to the chains for which
+// include(table, chain) is true. It is empty when none of those is present.
+func removalScript(save string, include func(table, chain string) bool) string {
 	rules, chains := saveRules(save)
 	tables := make([]string, 0, len(chains))
 	for t := range chains {
@@ -83,7 +104,7 @@ func removalScript(save string) string {
 	for _, t := range tables {
 		var own []string
 		for _, c := range chains[t] {
-			if ownChain(c) {
+			if ownChain(c) && include(t, c) {
 				own = append(own, c)
 			}
 		}

@@ -81,14 +81,69 @@ COMMIT
 -X ISTIO_OUTPUT
 COMMIT
 `
-	if diff := cmp.Diff(want, removalScript(sampleSave)); diff != "" {
+	if diff := cmp.Diff(want, removalScript(sampleSave, all)); diff != "" {
 		t.Errorf("removalScript (-want +got):\n%s", diff)
 	}
-	if got := removalScript("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"); got != "" {
+	if got := removalScript("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", all); got != "" {
 		t.Errorf("removalScript without our chains = %q, want empty", got)
 	}
 	// Garbage input does not panic and yields nothing.
-	if got := removalScript(":X\n-A\n*\n-A ISTIO_OUTPUT\n"); got != "" {
+	if got := removalScript(":X\n-A\n*\n-A ISTIO_OUTPUT\n", all); got != "" {
 		t.Errorf("removalScript(garbage) = %q", got)
+	}
+}
+
+func all(string, string) bool { return true }
+
+// TestApplyScriptRemovesStaleChains: our chains the new ruleset does not
+// declare (ISTIO_INPUT of IPv6Refuse, when switching to IPv6Capture; the
+// mangle ones when switching the other way) are removed before the ruleset
+// is restored; the chains it declares are only flushed by the restore.
+func TestApplyScriptRemovesStaleChains(t *testing.T) {
+	save := `*filter
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ISTIO_INPUT - [0:0]
+:ISTIO_OUTPUT - [0:0]
+-A INPUT -j ISTIO_INPUT
+-A OUTPUT -j ISTIO_OUTPUT
+-A ISTIO_INPUT -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+:ISTIO_OUTPUT - [0:0]
+-A OUTPUT -j ISTIO_OUTPUT
+COMMIT
+`
+	restore := `*nat
+:ISTIO_OUTPUT - [0:0]
+-A OUTPUT -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+*filter
+:ISTIO_OUTPUT - [0:0]
+-A OUTPUT -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -d fe80::/10 -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+`
+	want := `*filter
+-D INPUT -j ISTIO_INPUT
+-F ISTIO_INPUT
+-X ISTIO_INPUT
+COMMIT
+*nat
+:ISTIO_OUTPUT - [0:0]
+-A ISTIO_OUTPUT -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+*filter
+:ISTIO_OUTPUT - [0:0]
+-A ISTIO_OUTPUT -d fe80::/10 -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+`
+	if diff := cmp.Diff(want, applyScript(restore, save)); diff != "" {
+		t.Errorf("applyScript (-want +got):\n%s", diff)
+	}
+	if got := applyScript(restore, ""); got != restore {
+		t.Errorf("with empty state the script must be the restore input, got:\n%s", got)
 	}
 }
