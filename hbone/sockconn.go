@@ -23,7 +23,9 @@ type sockConn struct {
 	// mu guards batching and wbuf. It is held across the socket write that ends a batch, so that a
 	// record written meanwhile by the TLS layer for another goroutine (the close_notify alert of Close,
 	// a key update answered by the read loop) cannot overtake the records of the batch; those rare
-	// writes are the only contention.
+	// writes are the only contention. A batch write blocked on a peer that stopped reading therefore
+	// holds up the close_notify of a Close: conn.closeSocket closes the socket (Conn.Close does not take
+	// mu) after a short grace, which fails the blocked write and frees mu.
 	mu       sync.Mutex
 	batching bool
 	wbuf     *[]byte // pooled; non-nil only while a batch holds bytes
