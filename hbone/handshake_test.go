@@ -232,7 +232,7 @@ func TestHandshakeLimiterAcrossServers(t *testing.T) {
 func TestHandshakeTimeout(t *testing.T) {
 	checkLeaks(t)
 	pki := newTestPKI(t)
-	const timeout = time.Second
+	const timeout = 2 * time.Second
 	lim := &HandshakeLimiter{}
 	addr := startServer(t, &Server{TLSConfig: pki.server, Handler: echoHandler, HandshakeTimeout: timeout, Handshakes: lim})
 	// A ClientHello record that announces 512 bytes and stops after 6 of them.
@@ -244,12 +244,16 @@ func TestHandshakeTimeout(t *testing.T) {
 		send  []byte // after the handshake (if tls), else raw
 	}{
 		{name: "half a ClientHello", send: halfHello},
-		{name: "TLS handshake then nothing", delay: 800 * time.Millisecond, tls: true},
-		{name: "half the preface", delay: 800 * time.Millisecond, tls: true, send: []byte(http2.ClientPreface[:10])},
-		{name: "preface without SETTINGS", delay: 800 * time.Millisecond, tls: true, send: []byte(http2.ClientPreface)},
+		{name: "TLS handshake then nothing", delay: time.Second, tls: true},
+		{name: "half the preface", delay: time.Second, tls: true, send: []byte(http2.ClientPreface[:10])},
+		{name: "preface without SETTINGS", delay: time.Second, tls: true, send: []byte(http2.ClientPreface)},
 	}
+	t.Cleanup(func() {
+		waitFor(t, "the slots to be released", time.Second, func() bool { return lim.Stats().InHandshake == 0 })
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			start := time.Now()
 			raw, err := net.Dial("tcp", addr.String())
 			if err != nil {
@@ -276,10 +280,9 @@ func TestHandshakeTimeout(t *testing.T) {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("still open after %v", d)
 			}
-			if d < timeout-100*time.Millisecond || d > timeout+500*time.Millisecond {
+			if d < timeout-100*time.Millisecond || d > timeout+700*time.Millisecond {
 				t.Errorf("closed after %v, want about %v after the accept", d, timeout)
 			}
-			waitFor(t, "the slot to be released", time.Second, func() bool { return lim.Stats().InHandshake == 0 })
 		})
 	}
 }
