@@ -33,6 +33,10 @@ type nodeAgent struct {
 	wg     sync.WaitGroup
 }
 
+// podRules is the redirection the node agents install in enrolled pods: IPv4 and IPv6 (link-local
+// included) captured, since the proxies listen dual-stack (IPV6_ENABLED is left at true).
+var podRules = inpod.Config{IPv6: inpod.IPv6Capture}
+
 // startNodeAgent listens on socketPath (the proxy's INPOD_UDS) and serves ZDS until close.
 func startNodeAgent(socketPath string, logger *slog.Logger) (*nodeAgent, error) {
 	srv, err := zds.Listen(socketPath, logger)
@@ -40,7 +44,7 @@ func startNodeAgent(socketPath string, logger *slog.Logger) (*nodeAgent, error) 
 		return nil, fmt.Errorf("start node agent: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &nodeAgent{Agent: &nodeagent.Agent{ZDS: srv, Rules: inpod.DefaultConfig(), Logger: logger}, cancel: cancel}
+	a := &nodeAgent{Agent: &nodeagent.Agent{ZDS: srv, Rules: podRules, Logger: logger}, cancel: cancel}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -19,7 +19,10 @@ type Agent struct {
 	// ZDS is the server the node proxies connect to; required.
 	ZDS *zds.Server
 	// Rules configures the in-pod redirection; the zero value is
-	// inpod.DefaultConfig().
+	// inpod.DefaultConfig(), which captures IPv6 (link-local included) as
+	// well as IPv4. Proxies that do not listen on IPv6 (IPV6_ENABLED=false)
+	// need Rules.IPv6 = inpod.IPv6Refuse, or the pod's IPv6 would reach
+	// nothing.
 	Rules inpod.Config
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
@@ -62,7 +65,7 @@ func (a *Agent) AddPod(ctx context.Context, uid string, info zds.WorkloadInfo, n
 	if err := a.ZDS.AddPod(ctx, uid, info, netnsPath); err != nil {
 		return fmt.Errorf("add pod %s: %w", uid, err)
 	}
-	a.logger().Info("pod enrolled", "uid", uid, "pod", info.Namespace+"/"+info.Name)
+	a.logger().Info("pod enrolled", "uid", uid, "pod", info.Namespace+"/"+info.Name, "ipv6", a.Rules.IPv6)
 	return nil
 }
 

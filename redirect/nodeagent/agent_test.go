@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ztunnel-go/ztunnel/redirect"
+	"github.com/ztunnel-go/ztunnel/redirect/inpod"
 	"github.com/ztunnel-go/ztunnel/redirect/redirecttest"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
 )
@@ -65,15 +66,37 @@ func TestAgentAddDelPod(t *testing.T) {
 	if save := pod.Exec(t, "iptables-save"); !strings.Contains(save, "-j REDIRECT --to-ports 15001") {
 		t.Fatalf("rules not applied in pod netns:\n%s", save)
 	}
+	// IPv6 is captured by default, link-local included.
+	if save := pod.Exec(t, "ip6tables-save"); !strings.Contains(save, "-j REDIRECT --to-ports 15001") ||
+		!strings.Contains(save, "-d fe80::/10") {
+		t.Fatalf("IPv6 rules not applied in pod netns:\n%s", save)
+	}
 	if err := a.DelPod(actx, "uid1"); err != nil {
 		t.Fatalf("DelPod: %v", err)
 	}
 	if got := <-p.events; got != "del uid1" {
 		t.Fatalf("proxy event %q, want del uid1", got)
 	}
-	if save := pod.Exec(t, "iptables-save"); strings.Contains(save, "ISTIO_") {
-		t.Fatalf("rules still present after DelPod:\n%s", save)
+	for _, prog := range []string{"iptables-save", "ip6tables-save"} {
+		if save := pod.Exec(t, prog); strings.Contains(save, "ISTIO_") {
+			t.Fatalf("%s: rules still present after DelPod:\n%s", prog, save)
+		}
 	}
+
+	// With IPv6 refused, the pod's IPv6 TCP is reset instead.
+	refuse := &Agent{ZDS: srv, Rules: inpod.Config{IPv6: inpod.IPv6Refuse}}
+	pod4 := redirecttest.NewNetNS(t)
+	if err := refuse.AddPod(actx, "uid4", zds.WorkloadInfo{Name: "r", Namespace: "ns"}, pod4.Path); err != nil {
+		t.Fatalf("AddPod with IPv6 refused: %v", err)
+	}
+	<-p.events
+	if save := pod4.Exec(t, "ip6tables-save"); !strings.Contains(save, "-A ISTIO_INPUT -p tcp -j REJECT --reject-with tcp-reset") {
+		t.Fatalf("IPv6 refusal not applied in pod netns:\n%s", save)
+	}
+	if err := refuse.DelPod(actx, "uid4"); err != nil {
+		t.Fatalf("DelPod uid4: %v", err)
+	}
+	<-p.events
 
 	// A pod whose netns disappeared before the delete.
 	gone := redirecttest.NewNetNS(t)
