@@ -83,6 +83,20 @@ type Config struct {
 	ConnectTimeout     time.Duration // 10s, upstream dial timeout
 	SourceWorkloadWait time.Duration // 5s, how long a pod's connection waits for its workload to appear
 
+	// MaxConnections caps the connections the proxy carries at once, over all pods
+	// (MAX_CONNECTIONS); MaxConnectionsPerPod caps those of one pod (MAX_CONNECTIONS_PER_POD).
+	// Zero derives them from the descriptor limit (see connLimitsFor): what is left after a
+	// headroom of an eighth of it (at least 512), at two descriptors a connection, and half of
+	// that per pod. Negative means no cap.
+	MaxConnections, MaxConnectionsPerPod int
+	// MaxHandshakes and MaxHandshakesPerSource cap the HBONE connections still in their TLS
+	// handshake or HTTP/2 preface, over all pods and from one source address
+	// (HBONE_MAX_HANDSHAKES 1024, HBONE_MAX_HANDSHAKES_PER_SOURCE 64; negative: no cap).
+	// HandshakeTimeout closes one that has not sent its first SETTINGS frame by then
+	// (HBONE_HANDSHAKE_TIMEOUT; 10s).
+	MaxHandshakes, MaxHandshakesPerSource int
+	HandshakeTimeout                      time.Duration
+
 	// TerminationDeadline bounds draining on shutdown (CONNECTION_TERMINATION_DEADLINE,
 	// else TERMINATION_GRACE_PERIOD_SECONDS-5 if that is over 10, else 5s).
 	TerminationDeadline time.Duration
@@ -166,6 +180,9 @@ func (c Config) withDefaults() Config {
 	if c.SourceWorkloadWait == 0 {
 		c.SourceWorkloadWait = 5 * time.Second
 	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
 	if c.TerminationDeadline == 0 {
 		c.TerminationDeadline = 5 * time.Second
 	}
@@ -232,6 +249,16 @@ func FromEnv(environ []string) (Config, error) {
 			*into = uint32(n)
 		}
 	}
+	intv := func(name string, into *int) {
+		if v := str(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want an integer (0: the default, negative: no cap)", name, v))
+				return
+			}
+			*into = n
+		}
+	}
 	boolv := func(name string) *bool {
 		v := str(name)
 		if v == "" {
@@ -283,6 +310,11 @@ func FromEnv(environ []string) (Config, error) {
 	if c.FrameSize > 1<<24-1 {
 		errs = append(errs, fmt.Errorf("HTTP2_FRAME_SIZE=%d: at most %d", c.FrameSize, 1<<24-1))
 	}
+	intv("MAX_CONNECTIONS", &c.MaxConnections)
+	intv("MAX_CONNECTIONS_PER_POD", &c.MaxConnectionsPerPod)
+	intv("HBONE_MAX_HANDSHAKES", &c.MaxHandshakes)
+	intv("HBONE_MAX_HANDSHAKES_PER_SOURCE", &c.MaxHandshakesPerSource)
+	dur("HBONE_HANDSHAKE_TIMEOUT", &c.HandshakeTimeout)
 	dur("CONNECTION_TERMINATION_DEADLINE", &c.TerminationDeadline)
 	if c.TerminationDeadline == 0 {
 		if v := str("TERMINATION_GRACE_PERIOD_SECONDS"); v != "" {

@@ -26,6 +26,10 @@ import (
 // It returns once the connection is set up (the relay carries it on); the connection's end is
 // recorded when it really ends.
 func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
+	if reason := pod.p.limits.acquire(pod, listenerHBONE); reason != "" {
+		r.Reject(http.StatusServiceUnavailable, "connection cap reached ("+reason+")")
+		return
+	}
 	ci := &connInfo{Direction: "inbound", Protocol: "HBONE", Start: time.Now(),
 		Src: addrPort(r.RemoteAddr), HBONEAddr: r.Authority}
 	var peer *certs.Identity
@@ -34,7 +38,7 @@ func (pod *podProxy) serveHBONE(ctx context.Context, r *hbone.Request) {
 	}
 	connCtx, cancel := context.WithCancelCause(context.Background()) // pod.stop ends it: see connTracker
 	tc := &trackedConn{cancel: cancel}
-	end := &connEnd{untrack: pod.conns.track(tc), cancel: cancel}
+	end := &connEnd{untrack: pod.conns.track(tc), cancel: cancel, release: pod.limitDone}
 
 	code, err := pod.checkInbound(ctx, r, ci, tc, peer)
 	var up net.Conn

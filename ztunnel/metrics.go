@@ -73,6 +73,7 @@ func newProxyMetrics(p *Proxy, events *podEvents) *proxyMetrics {
 		m.opened, m.closed, m.failed, m.received, m.sent, m.sockets,
 		build, m.podsStarted, m.podsStopped, active, pending,
 		&certCollector{certs: p.certs},
+		&limitsCollector{limits: p.limits, handshakes: p.handshakes},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	if p.xds != nil {

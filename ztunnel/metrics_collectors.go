@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -85,4 +86,52 @@ func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels .
 		return prometheus.NewInvalidMetric(d, err)
 	}
 	return m
+}
+
+var (
+	refusedDesc = prometheus.NewDesc("ztunnel_connections_refused_total",
+		"Connections reset at once because a cap was reached, by listener (outbound, inbound, hbone) and "+
+			"reason (proxy_limit, pod_limit, handshakes_total, handshakes_per_source) (not in the reference)",
+		[]string{"listener", "reason"}, nil)
+	connsOpenDesc = prometheus.NewDesc("ztunnel_connections_open",
+		"Connections counted against the connection caps (not in the reference)", nil, nil)
+	connsMaxDesc = prometheus.NewDesc("ztunnel_connections_max",
+		"The connection caps, for the whole proxy and per pod; 0 is no cap (not in the reference)",
+		[]string{"scope"}, nil)
+	handshakesDesc = prometheus.NewDesc("ztunnel_hbone_handshakes_in_progress",
+		"HBONE connections in their TLS handshake or HTTP/2 preface (not in the reference)", nil, nil)
+)
+
+// limitsCollector exports the connection caps' counters (limits.go), read at scrape time.
+type limitsCollector struct {
+	limits     *connLimits
+	handshakes *hbone.HandshakeLimiter
+}
+
+var _ prometheus.Collector = (*limitsCollector)(nil)
+
+func (c *limitsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refusedDesc
+	ch <- connsOpenDesc
+	ch <- connsMaxDesc
+	ch <- handshakesDesc
+}
+
+func (c *limitsCollector) Collect(ch chan<- prometheus.Metric) {
+	if l := c.limits; l != nil {
+		for i, name := range listenerNames {
+			ch <- constMetric(refusedDesc, prometheus.CounterValue, float64(l.refused[i][0].Load()), name, refusedProxyLimit)
+			ch <- constMetric(refusedDesc, prometheus.CounterValue, float64(l.refused[i][1].Load()), name, refusedPodLimit)
+		}
+		ch <- constMetric(connsOpenDesc, prometheus.GaugeValue, float64(l.open.Load()))
+		ch <- constMetric(connsMaxDesc, prometheus.GaugeValue, float64(l.max), "proxy")
+		ch <- constMetric(connsMaxDesc, prometheus.GaugeValue, float64(l.perPod), "pod")
+	}
+	if c.handshakes != nil {
+		s := c.handshakes.Stats()
+		hb := listenerNames[listenerHBONE]
+		ch <- constMetric(refusedDesc, prometheus.CounterValue, float64(s.RefusedTotal), hb, hbone.RefusedHandshakes)
+		ch <- constMetric(refusedDesc, prometheus.CounterValue, float64(s.RefusedPerSource), hb, hbone.RefusedHandshakesPerSource)
+		ch <- constMetric(handshakesDesc, prometheus.GaugeValue, float64(s.InHandshake))
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	"github.com/ztunnel-go/ztunnel/relay"
 	"github.com/ztunnel-go/ztunnel/workload"
 )
 
@@ -39,6 +40,8 @@ type podProxy struct {
 	lastBaggage                atomic.Pointer[baggageMemo] // outbound: see podProxy.baggage
 	lastPeer                   atomic.Pointer[peerMemo]    // inbound: see podProxy.peerOf
 	own                        atomic.Pointer[ownMemo]     // see podProxy.ownWorkload
+	open                       atomic.Int64                // connections counted against the caps (limits.go)
+	connDone, limitDone        func()                      // the bound connDone and limitDone methods
 
 	ctx    context.Context // cancelled when the pod's connections must end (removal, forced drain): see stop
 	cancel context.CancelCauseFunc
@@ -52,6 +55,7 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 		p: p, uid: uid, info: info, ns: ns, ctx: ctx, cancel: cancel,
 		log: p.log.With("pod", info.Namespace+"/"+info.Name),
 	}
+	pod.connDone, pod.limitDone = pod.connEnded, pod.releaseLimit
 	lnOpts := redirect.SocketOptions{ReusePort: *p.cfg.PortReuse, Mark: p.cfg.PacketMark}
 	var err error
 	if pod.outbound, err = pod.listen(OutboundPort, lnOpts); err != nil {
@@ -79,16 +83,19 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 		TLSConfig:         pod.clientTLS,
 	})
 	pod.hboneSrv = &hbone.Server{
-		Config:    h2,
-		TLSConfig: certs.ServerTLSConfig(pod.serverCert),
-		Handler:   hbone.HandlerFunc(pod.serveHBONE),
+		Config:           h2,
+		TLSConfig:        certs.ServerTLSConfig(pod.serverCert),
+		Handler:          hbone.HandlerFunc(pod.serveHBONE),
+		HandshakeTimeout: p.cfg.HandshakeTimeout,
+		Handshakes:       p.handshakes,
+		OnRefused:        pod.handshakeRefused,
 	}
 
 	allowListenerMigration(ns, pod.log)
 	pod.bg.Add(1)
 	go pod.watchPolicies()
-	pod.goAccept(pod.outbound, pod.handleOutbound)
-	pod.goAccept(pod.inbound, pod.handleInboundPlaintext)
+	pod.goAccept(pod.outbound, listenerOutbound, pod.handleOutbound)
+	pod.goAccept(pod.inbound, listenerInbound, pod.handleInboundPlaintext)
 	pod.wg.Add(1)
 	go func() {
 		defer pod.wg.Done()
@@ -153,10 +160,11 @@ func (pod *podProxy) abortStart(err error) error {
 	return err
 }
 
-// goAccept runs an accept loop that hands each connection to handle on its own goroutine.
-// handle must call release exactly once, when it is completely done with the connection (which
-// may be after it returned): a drain waits for that.
-func (pod *podProxy) goAccept(ln net.Listener, handle func(c net.Conn, release func())) {
+// goAccept runs an accept loop that hands each connection to handle on its own goroutine, unless
+// a connection cap is reached: then the connection is reset at once (limits.go). handle must call
+// release exactly once, when it is completely done with the connection (which may be after it
+// returned): a drain waits for that, and the connection is uncounted.
+func (pod *podProxy) goAccept(ln net.Listener, listener int, handle func(c net.Conn, release func())) {
 	pod.wg.Add(1)
 	go func() {
 		defer pod.wg.Done()
@@ -174,11 +182,24 @@ func (pod *podProxy) goAccept(ln net.Listener, handle func(c net.Conn, release f
 				continue
 			}
 			backoff = 0
+			if pod.p.limits.acquire(pod, listener) != "" {
+				relay.ResetClose(c)
+				continue
+			}
 			pod.wg.Add(1)
-			go handle(c, pod.wg.Done)
+			go handle(c, pod.connDone)
 		}
 	}()
 }
+
+// connEnded is the release of a connection accepted by goAccept.
+func (pod *podProxy) connEnded() {
+	pod.p.limits.release(pod)
+	pod.wg.Done()
+}
+
+// releaseLimit is the release of an HBONE connection counted by serveHBONE.
+func (pod *podProxy) releaseLimit() { pod.p.limits.release(pod) }
 
 // close stops the pod at once: the pod is gone, so its connections are ended without waiting.
 func (pod *podProxy) close(ctx context.Context) {

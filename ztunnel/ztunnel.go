@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ztunnel-go/ztunnel/certs"
+	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/internal/controlplane"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
 	"github.com/ztunnel-go/ztunnel/relay"
@@ -35,6 +36,9 @@ type Proxy struct {
 	metrics   *proxyMetrics // served on cfg.MetricsAddr
 	ready     *readiness    // served on cfg.ReadinessAddr
 	served    servedAddrs   // where the metrics and readiness servers listen
+
+	limits     *connLimits             // caps on the connections carried at once (limits.go)
+	handshakes *hbone.HandshakeLimiter // caps on HBONE connections in their handshake, shared by every pod's server
 
 	// relay moves the bytes of every proxied connection (it parks the copies of idle ones);
 	// set by Run before any listener starts.
@@ -98,6 +102,8 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: issuer, Logger: p.log.With("component", "certs")})
+	p.limits = newConnLimits(cfg, p.log)
+	p.handshakes = newHandshakeLimiter(cfg)
 	p.pods = newPodManager(p)
 	p.admin = newAdminServer(p)
 	p.podEvents = &podEvents{m: p.pods}
