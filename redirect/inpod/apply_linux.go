@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -19,9 +20,9 @@ import (
 // Apply installs r in the network namespace ns. It is idempotent: our
 // chains are declared (created or flushed) and refilled in one
 // iptables-restore --noflush per family, the jumps from the built-in chains
-// are only added when missing, our chains in tables r does not use (left by
-// a ruleset of another IPv6 mode) are removed, and the ip rule / local
-// route are replaced. The iptables tools run as child processes forked from
+// are only added when missing, our chains r does not declare (left by a
+// ruleset of another IPv6 mode) are removed, and the ip rule / local route
+// are replaced. The iptables tools run as child processes forked from
 // a thread inside ns.
 //
 // The IPv6 part is skipped when ns has no IPv6 at all: the kernel has no
@@ -125,11 +126,14 @@ func ipv6In(ns *redirect.NetNS) (ipv6Support, error) {
 
 // ipv6Enabled reports, for the calling thread's network namespace, whether
 // the kernel has IPv6 there (stack) and whether it is enabled on some
-// interface or for new ones (enabled).
+// interface or for new ones (enabled). What cannot be read counts as IPv6.
 func ipv6Enabled() (stack, enabled bool) {
 	ents, err := os.ReadDir("/proc/sys/net/ipv6/conf")
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, false
+	}
+	if err != nil {
+		return true, true
 	}
 	for _, e := range ents {
 		v, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + e.Name() + "/disable_ipv6")
