@@ -43,20 +43,7 @@ var h2specSkips = map[string]string{
 // h2specKnownBugs lists cases that fail because of protocol bugs in files outside this test's
 // owner's remit (read.go, request.go), with the fix. The test fails if one of them passes, so that
 // the list shrinks as they are fixed; they are not skips: each is a real non-conformance.
-var h2specKnownBugs = map[string]string{
-	"http2/5.1/5":     "read.go onData: DATA on a stream no longer in c.streams (and not idle) is dropped silently; RFC 9113 §6.1 wants RST_STREAM(STREAM_CLOSED) (x/net does so too), after returning the connection window",
-	"http2/5.1/8":     "read.go onData: as http2/5.1/5 (DATA after the peer's RST_STREAM)",
-	"http2/5.1/11":    "read.go onData: as http2/5.1/5 (DATA on a closed stream)",
-	"http2/6.1/2":     "read.go onData: as http2/5.1/5",
-	"http2/5.3.1/1":   "request.go onRequestHeaders: HEADERS whose priority depends on its own stream must get RST_STREAM(PROTOCOL_ERROR) (RFC 7540 §5.3.1; f.HasPriority() && f.Priority.StreamDep == f.StreamID)",
-	"http2/5.3.1/2":   "read.go handleFrame: a PRIORITY frame with StreamDep == StreamID must get RST_STREAM(PROTOCOL_ERROR); PRIORITY is ignored today",
-	"http2/8.1.2.2/1": "request.go onRequestHeaders: a request with a connection-specific header field (connection, keep-alive, proxy-connection, transfer-encoding, upgrade) is malformed (RFC 9113 §8.2.2): answer 400 if wanted, then RST_STREAM(PROTOCOL_ERROR) even if the request side ended",
-	"http2/8.1.2.2/2": "request.go onRequestHeaders: as http2/8.1.2.2/1, for TE with a value other than \"trailers\"",
-	"http2/8.1.2.3/1": "request.go onRequestHeaders: a non-CONNECT request with an empty or missing :path, :method or :scheme is malformed (RFC 9113 §8.3.1): RST_STREAM(PROTOCOL_ERROR) after the 400",
-	"http2/8.1.2.3/2": "request.go onRequestHeaders: as http2/8.1.2.3/1 (no :method)",
-	"http2/8.1.2.3/3": "request.go onRequestHeaders: as http2/8.1.2.3/1 (no :scheme)",
-	"http2/8.1.2.3/4": "request.go onRequestHeaders: as http2/8.1.2.3/1 (no :path)",
-}
+var h2specKnownBugs = map[string]string{}
 
 // h2specCase is one h2spec test case with its id ("http2/6.9.1/2").
 type h2specCase struct {

@@ -122,6 +122,10 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		return c.onGoAway(f)
 	case *http2.PushPromiseFrame:
 		return connErr(ErrCodeProtocol, "PUSH_PROMISE is not allowed")
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID { // RFC 9113 §5.3.1 (RFC 7540): a stream cannot depend on itself
+			return c.onStreamError(http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol})
+		}
 	}
 	return nil // PRIORITY, PRIORITY_UPDATE, unknown types: ignored (RFC 9113 §4.1, §5.5)
 }
@@ -169,8 +173,10 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		if c.idleIDLocked(f.StreamID) {
 			return connErr(ErrCodeProtocol, "DATA on an idle stream")
 		}
-		c.consumedLocked(nil, size) // a stream we closed: drop the data, return the window
-		return nil
+		// A closed stream (RFC 9113 §6.1): drop the data, return the window, and answer with
+		// STREAM_CLOSED (harmless if the peer's DATA crossed our RST_STREAM).
+		c.consumedLocked(nil, size)
+		return c.enqueueReplyLocked(&writeItem{kind: wRST, streamID: f.StreamID, code: ErrCodeStreamClosed})
 	}
 	switch {
 	case s.recvEnd:

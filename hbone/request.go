@@ -109,6 +109,14 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		return connErr(ErrCodeStreamClosed, "HEADERS on a closed stream")
 	}
 	c.lastPeerID = id
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// RFC 9113 §5.3.1 (RFC 7540): a stream cannot depend on itself.
+		return c.enqueueReplyLocked(&writeItem{kind: wRST, streamID: id, code: ErrCodeProtocol})
+	}
+	if malformedRequest(f) {
+		// RFC 9113 §8.1.1: a malformed request is a stream error; it is not answered.
+		return c.enqueueReplyLocked(&writeItem{kind: wRST, streamID: id, code: ErrCodeProtocol})
+	}
 	// Handlers of reset streams may still be running: count them too, so a peer that opens and resets
 	// streams in a loop cannot pile up goroutines ("rapid reset").
 	if c.goAwaySent || c.closing || uint32(len(c.streams)) >= c.maxStreams || uint32(c.activeHandlers) >= c.maxStreams {
@@ -146,6 +154,29 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	c.activeHandlers++
 	go c.runHandler(ctx, req)
 	return nil
+}
+
+// malformedRequest reports requests RFC 9113 calls malformed (§8.2.2, §8.3.1): with a
+// connection-specific header field, a TE other than "trailers", or, for methods other than CONNECT,
+// without a non-empty :method, :scheme and :path. (The framer has already refused invalid field
+// names and misplaced pseudo-headers; a CONNECT with :scheme or :path is answered 400 as a bad
+// tunnel request, as the reference does.)
+func malformedRequest(f *http2.MetaHeadersFrame) bool {
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			return true
+		case "te":
+			if hf.Value != "trailers" {
+				return true
+			}
+		}
+	}
+	method := f.PseudoValue("method")
+	if method == http.MethodConnect {
+		return false
+	}
+	return method == "" || f.PseudoValue("scheme") == "" || f.PseudoValue("path") == ""
 }
 
 // runHandler runs the handler for one request and answers 503 if it did not.
