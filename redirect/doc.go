@@ -21,8 +21,9 @@
 // # Concurrency
 //
 // A *NetNS may be used from several goroutines at once, except that Close
-// must not race with other methods. Do locks the calling goroutine to its OS
-// thread for the duration of fn. The first TCP/UDP Dial on a NetNS starts its
+// must not race with other methods. Do runs fn on a separate OS thread
+// locked into the namespace (discarded if it cannot be switched back): the
+// caller's thread never changes namespace. The first TCP/UDP Dial on a NetNS starts its
 // socket thread (one OS thread kept inside the namespace, which only runs
 // socket(2), and keeps a few spare sockets so that most dials need not wake
 // it); it exits, closing its spares, after a minute without dials, or on

@@ -131,6 +131,10 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn returns the socket, so that the HBONE server can reset it (a connection over its
+// handshake caps is reset, not closed).
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
 // listen binds port on the wildcard address inside the pod, dual-stack when IPv6 is enabled
 // and available there.
 func (pod *podProxy) listen(port uint16, o redirect.SocketOptions) (net.Listener, error) {

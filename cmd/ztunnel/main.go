@@ -7,10 +7,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/ztunnel-go/ztunnel/ztunnel"
 )
+
+// init keeps the main goroutine on the main thread for good, so that no other goroutine ever runs
+// there: a thread that redirect.NetNS.Do could not switch back out of a pod's namespace is
+// discarded, and the runtime cannot end the main thread, whose namespace /proc/self/ns/net shows.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if err := run(); err != nil {
