@@ -104,7 +104,7 @@ func (c *Client) serveOnce(ctx context.Context) (progressed bool, err error) {
 	for {
 		data, files, err := readPacket(conn)
 		if err != nil {
-			if errors.Is(err, errTruncated) {
+			if badDatagram(err) {
 				err = &protocolError{err}
 				// Best effort: tell the agent why we hang up.
 				_ = writeMessage(conn, ackResponse(err.Error()), -1)

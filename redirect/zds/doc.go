@@ -12,8 +12,15 @@
 // every known pod, KeepWorkload for pods whose netns it cannot open,
 // SnapshotSent once, and afterwards AddWorkload/DelWorkload as pods come and
 // go. Keep after the snapshot, a second snapshot, Add without workload info,
-// an unexpected fd and undecodable or truncated datagrams are protocol
-// errors: the proxy NACKs and reconnects.
+// an unexpected fd, an empty datagram carrying fds and undecodable or
+// truncated datagrams are protocol errors: the proxy NACKs (the text cut to
+// fit one datagram) and reconnects. Descriptors that came with a rejected
+// message are closed.
+//
+// The agent drops a proxy that sends a bad hello (or none within 5 s), does
+// not answer a request within 5 s (as istio-cni), sends an ACK no request is
+// waiting for, or sends descriptors; the proxy reconnects and gets a
+// snapshot. A pod whose AddWorkload would not fit one datagram is refused.
 //
 // # Concurrency
 //

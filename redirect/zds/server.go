@@ -23,14 +23,22 @@ import (
 // helloTimeout bounds how long a new proxy connection may take to say hello.
 const helloTimeout = 5 * time.Second
 
+// defaultAckTimeout bounds how long a proxy may take to answer a request, as
+// istio-cni's read deadline: a proxy that does not answer in time is dropped
+// (it reconnects and gets a snapshot), so a hung proxy cannot hold up the
+// pods of the node.
+const defaultAckTimeout = 5 * time.Second
+
 // Server is the node agent's end of ZDS: it remembers the node's pods and
 // tells every connected proxy about them.
 //
-// Lock order: proxyConn.reqMu before Server.mu. No I/O under Server.mu.
+// Lock order: a proxyConn's request slot (lockReq) before Server.mu. No I/O
+// under Server.mu.
 type Server struct {
-	ln     *net.UnixListener
-	path   string
-	logger *slog.Logger
+	ln         *net.UnixListener
+	path       string
+	logger     *slog.Logger
+	ackTimeout time.Duration // per request; defaultAckTimeout (tests shorten it before Run)
 
 	mu      sync.Mutex         // guards pods, conns, changed
 	pods    map[string]podInfo // by uid
@@ -66,7 +74,7 @@ func Listen(path string, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("zds listen %s: %w", path, err)
 	}
 	return &Server{
-		ln: ln, path: path, logger: logger,
+		ln: ln, path: path, logger: logger, ackTimeout: defaultAckTimeout,
 		pods: map[string]podInfo{}, changed: make(chan struct{}),
 	}, nil
 }
@@ -138,10 +146,18 @@ func (s *Server) Connected() int {
 // netnsPath) to every connected proxy, waiting for their ACKs. With no proxy
 // connected it waits for one until ctx is done. A NACK makes it return an
 // error containing the proxy's message; the pod stays recorded, so a
-// reconnecting proxy gets it again in its snapshot.
+// reconnecting proxy gets it again in its snapshot. A proxy that does not
+// answer within the ACK timeout (5 s) is dropped. A pod whose AddWorkload
+// would not fit one datagram is refused, and not recorded.
 func (s *Server) AddPod(ctx context.Context, uid string, info WorkloadInfo, netnsPath string) error {
 	if uid == "" {
 		return errors.New("zds add pod: empty uid")
+	}
+	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Add{Add: &zdsapi.AddWorkload{
+		Uid: uid, WorkloadInfo: info.proto(),
+	}}}
+	if err := checkSize(req); err != nil {
+		return fmt.Errorf("zds add pod %.64s: %w", uid, err)
 	}
 	// Fail early (and record nothing) when the namespace does not exist.
 	ns, err := redirect.OpenNetNS(netnsPath)
@@ -152,19 +168,20 @@ func (s *Server) AddPod(ctx context.Context, uid string, info WorkloadInfo, netn
 	s.mu.Lock()
 	s.pods[uid] = podInfo{info: info, netnsPath: netnsPath}
 	s.mu.Unlock()
-	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Add{Add: &zdsapi.AddWorkload{
-		Uid: uid, WorkloadInfo: info.proto(),
-	}}}
 	return s.broadcast(ctx, "add pod "+uid, req, ns.Fd(), true)
 }
 
 // DelPod forgets the pod and sends DelWorkload to every connected proxy,
 // waiting for their ACKs. With no proxy connected there is nothing to do.
 func (s *Server) DelPod(ctx context.Context, uid string) error {
+	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Del{Del: &zdsapi.DelWorkload{Uid: uid}}}
+	if err := checkSize(req); err != nil {
+		// AddPod refused such a uid: there is nothing to delete.
+		return fmt.Errorf("zds del pod %.64s: %w", uid, err)
+	}
 	s.mu.Lock()
 	delete(s.pods, uid)
 	s.mu.Unlock()
-	req := &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Del{Del: &zdsapi.DelWorkload{Uid: uid}}}
 	return s.broadcast(ctx, "del pod "+uid, req, -1, false)
 }
 
@@ -207,7 +224,7 @@ func (s *Server) broadcast(ctx context.Context, what string, req *zdsapi.Workloa
 
 // serveConn handles one proxy connection until it ends or ctx is done.
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
-	pc := newProxyConn(c)
+	pc := newProxyConn(c, s.ackTimeout)
 	defer pc.close(nil)
 	stop := context.AfterFunc(ctx, func() { pc.close(ctx.Err()) })
 	defer stop()
@@ -216,9 +233,11 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 	}
 	go pc.readLoop()
 
-	// Register and take the snapshot atomically, holding reqMu so that
-	// broadcasts to this connection come after the snapshot.
-	pc.reqMu.Lock()
+	// Register and take the snapshot atomically, holding the request slot so
+	// that broadcasts to this connection come after the snapshot.
+	if err := pc.lockReq(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	snap := make([]string, 0, len(s.pods))
 	for uid := range s.pods {
@@ -233,7 +252,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 	s.mu.Unlock()
 	slices.Sort(snap)
 	err := s.sendSnapshot(ctx, pc, snap, pods)
-	pc.reqMu.Unlock()
+	pc.unlockReq()
 	if err == nil {
 		s.mu.Lock()
 		pc.synced = true
@@ -257,7 +276,7 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// sendSnapshot sends the known pods and SnapshotSent. Requires pc.reqMu held.
+// sendSnapshot sends the known pods and SnapshotSent. Requires pc's request slot.
 func (s *Server) sendSnapshot(ctx context.Context, pc *proxyConn, uids []string, pods map[string]podInfo) error {
 	for _, uid := range uids {
 		ack, err := s.sendSnapshotPod(ctx, pc, uid, pods[uid])
@@ -281,7 +300,7 @@ func (s *Server) sendSnapshot(ctx context.Context, pc *proxyConn, uids []string,
 }
 
 // sendSnapshotPod sends Add for one pod, or Keep when its netns cannot be
-// opened (the proxy should keep what it has). Requires pc.reqMu held.
+// opened (the proxy should keep what it has). Requires pc's request slot.
 func (s *Server) sendSnapshotPod(ctx context.Context, pc *proxyConn, uid string, p podInfo) (string, error) {
 	ns, err := redirect.OpenNetNS(p.netnsPath)
 	if err != nil {
