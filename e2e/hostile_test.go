@@ -100,6 +100,12 @@ func TestHostileConnectTargets(t *testing.T) {
 		{name: "pod's HBONE port", authority: pod + ":15008", want: unavailable},
 		{name: "pod's HBONE port, IPv4-mapped", authority: mapped + ":15008", want: unavailable},
 		{name: "nothing listens", authority: pod + ":9999", want: unavailable},
+		// The proxy's admin ports are in the node, not in the pod; a service bound to the pod's
+		// loopback only is not on its address.
+		{name: "pod address, admin port", authority: pod + ":15000", want: unavailable},
+		{name: "pod address, metrics port", authority: pod + ":15020", want: unavailable},
+		{name: "pod address, readiness port", authority: pod + ":15021", want: unavailable},
+		{name: "pod address, localhost-only service", authority: pod + ":9090", want: unavailable},
 		// Malformed authorities.
 		{name: "absent", absent: true, want: bad},
 		{name: "empty", authority: "", want: bad},
