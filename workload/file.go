@@ -22,6 +22,11 @@ import (
 //
 // A bad reload is logged with the full error and counted (ReloadFailures); the last good
 // snapshot stays in the Store. The same bad content is reported once, not on every poll.
+// Bad includes: not a regular file (a FIFO, a device such as /dev/zero), larger than
+// MaxBytes, too costly to parse within the limits MaxBytes sets (see localconfig_limits.go),
+// and, on reload only, no YAML document at all (empty, or only comments), which would
+// otherwise silently drop every workload. A config that lists nothing explicitly
+// ("workloads: []") is applied; if it drops every workload or service, that is logged at WARN.
 //
 // Load and Run must not be called concurrently with each other; Last and ReloadFailures may
 // be called from any goroutine.
@@ -32,6 +37,10 @@ type FileSource struct {
 	Interval time.Duration
 	// Logger for reloads and reload failures. Nil means slog.Default().
 	Logger *slog.Logger
+	// MaxBytes is the size limit of the file (LOCAL_XDS_MAX_BYTES); a larger file is an error.
+	// Zero means DefaultLocalConfigMaxBytes. Parsing any content under it takes at most a few
+	// times MaxBytes of memory.
+	MaxBytes int64
 
 	last     atomic.Pointer[LocalConfig] // last good config
 	failures atomic.Uint64
@@ -65,25 +74,26 @@ func (f *FileSource) withDefaults() {
 	if f.Logger == nil {
 		f.Logger = slog.Default()
 	}
+	if f.MaxBytes <= 0 {
+		f.MaxBytes = DefaultLocalConfigMaxBytes
+	}
 }
 
 // Load reads, parses and publishes the file once. An error means nothing was published; the
-// caller should exit non-zero.
+// caller should exit non-zero. A file with no YAML document (empty, or only comments) loads as
+// an empty config, with a warning: the proxy then starts with no workloads until the file is
+// written.
 func (f *FileSource) Load() error {
 	f.withDefaults()
 	if f.Store == nil {
 		return errors.New("load local config: FileSource.Store is nil")
 	}
-	fi, err := os.Stat(f.Path)
-	if err != nil {
-		return fmt.Errorf("load local config: %w", err)
-	}
-	data, err := os.ReadFile(f.Path)
+	data, fi, err := readConfigFile(f.Path, f.MaxBytes)
 	if err != nil {
 		return fmt.Errorf("load local config: %w", err)
 	}
 	f.remember(stampOf(fi))
-	if err := f.apply(data, sha256.Sum256(data)); err != nil {
+	if err := f.apply(data, sha256.Sum256(data), false); err != nil {
 		return fmt.Errorf("load local config: %w", err)
 	}
 	f.logLoaded()
@@ -121,6 +131,9 @@ func (f *FileSource) ReloadFailures() uint64 { return f.failures.Load() }
 // poll reloads the file if it changed.
 func (f *FileSource) poll() {
 	fi, err := os.Stat(f.Path)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = notRegular(f.Path, fi)
+	}
 	if err != nil {
 		f.seen = fileStamp{}
 		f.reportFailure(fmt.Errorf("reload local config: %w", err))
@@ -134,22 +147,22 @@ func (f *FileSource) poll() {
 	// window, see remember): hash it first without holding all of it, which costs a 16 KiB
 	// buffer instead of its size in garbage. A new size means new content: read it just once.
 	if f.hasHash && stamp.size == f.hashLen {
-		if sum, err := hashFile(f.Path); err == nil && f.sameContent(sum) {
+		if sum, err := hashFile(f.Path, f.MaxBytes); err == nil && f.sameContent(sum) {
 			f.remember(stamp)
 			return
 		}
 	}
-	data, err := os.ReadFile(f.Path)
+	data, fi, err := readConfigFile(f.Path, f.MaxBytes)
 	if err != nil {
 		f.reportFailure(fmt.Errorf("reload local config: %w", err))
 		return
 	}
-	f.remember(stamp)
+	f.remember(stampOf(fi))
 	sum := sha256.Sum256(data)
 	if f.sameContent(sum) {
 		return // touched after all (the stat was stale), or changed back since the hash
 	}
-	if err := f.apply(data, sum); err != nil {
+	if err := f.apply(data, sum, true); err != nil {
 		f.reportFailure(fmt.Errorf("reload local config: %w", err))
 		return
 	}
@@ -165,10 +178,11 @@ func (f *FileSource) logLoaded() {
 		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies))
 }
 
-// hashFile returns the sha256 of the file at path, read in small pieces.
-func hashFile(path string) ([sha256.Size]byte, error) {
+// hashFile returns the sha256 of the file at path, read in small pieces; a file that is not
+// regular or grew beyond maxBytes is an error.
+func hashFile(path string, maxBytes int64) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
-	file, err := os.Open(path)
+	file, _, err := openRegular(path)
 	if err != nil {
 		return sum, err
 	}
@@ -176,8 +190,12 @@ func hashFile(path string) ([sha256.Size]byte, error) {
 	h := sha256.New()
 	buf := make([]byte, 16<<10)
 	// Hide File.WriteTo, which would ignore buf and allocate its own.
-	if _, err := io.CopyBuffer(h, struct{ io.Reader }{file}, buf); err != nil {
+	n, err := io.CopyBuffer(h, struct{ io.Reader }{io.LimitReader(file, maxBytes+1)}, buf)
+	if err != nil {
 		return sum, err
+	}
+	if n > maxBytes {
+		return sum, tooLarge(path, maxBytes)
 	}
 	h.Sum(sum[:0])
 	return sum, nil
@@ -207,21 +225,37 @@ func (f *FileSource) sameContent(sum [sha256.Size]byte) bool {
 	return true
 }
 
-// apply parses data, whose sha256 is sum, and publishes it. The hash is recorded either way, so
-// the same bad content is not parsed again.
-func (f *FileSource) apply(data []byte, sum [sha256.Size]byte) error {
+// apply parses data, whose sha256 is sum, and publishes it; reload says whether a config was
+// loaded before. The hash is recorded either way, so the same bad content is not parsed again.
+func (f *FileSource) apply(data []byte, sum [sha256.Size]byte, reload bool) error {
 	f.hash, f.hashLen, f.hasHash = sum, int64(len(data)), true
-	cfg, err := parseLocalConfig(f.Path, data) // without Raw: the admin dump needs only the entries
+	// Without Raw: the admin dump needs only the entries.
+	cfg, noDoc, err := parseLocalConfig(f.Path, data, limitsFor(f.MaxBytes))
 	if err != nil {
 		return err
+	}
+	if noDoc && reload {
+		return &ConfigError{Source: f.Path, Err: errors.New("no YAML document (the file is empty or only comments); " +
+			"keeping the last good config: to remove every entry, write an empty config such as \"workloads: []\"")}
 	}
 	snap, err := cfg.Snapshot()
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Path, err)
 	}
+	prev := f.last.Load()
 	f.goodHash = f.hash
 	f.last.Store(cfg)
 	f.Store.Replace(snap)
+	switch {
+	case noDoc:
+		f.Logger.Warn("local config has no YAML document (empty or only comments): no workloads, services or policies",
+			"path", f.Path)
+	case prev != nil && (len(cfg.Workloads) == 0 && len(prev.Workloads) > 0 || len(cfg.Services) == 0 && len(prev.Services) > 0):
+		f.Logger.Warn("local config reload lists no workloads or no services: applied, dropping the previous ones",
+			"path", f.Path, "workloads_dropped", max(len(prev.Workloads)-len(cfg.Workloads), 0),
+			"services_dropped", max(len(prev.Services)-len(cfg.Services), 0), "workloads", len(cfg.Workloads),
+			"services", len(cfg.Services))
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 
 	"go.yaml.in/yaml/v3"
@@ -27,12 +28,14 @@ type LocalConfig struct {
 //	/etc/zt/config.yaml: workloads[2] (uid "c1//v1/Pod/ns/a"): workloadIps[0]: invalid IP "10.0.0.300" (line 14)
 //
 // source is only used in errors (a file path, or "LOCAL_XDS" for inline YAML). An empty
-// document is an empty config. Required fields: workload uid, name, namespace and
-// workloadIps (unless hostname is set); service name, namespace and hostname; policy name,
-// namespace, scope and action. Workloads get the trust domain, service account, cluster id
-// and capacity defaults applied.
+// document, or none at all (only blank lines and comments), is an empty config. Required
+// fields: workload uid, name, namespace and workloadIps (unless hostname is set); service
+// name, namespace and hostname; policy name, namespace, scope and action. Workloads get the
+// trust domain, service account, cluster id and capacity defaults applied. Parsing is bounded
+// as for a file of DefaultLocalConfigMaxBytes (see localconfig_limits.go); data is not
+// checked against that size.
 func ParseLocalConfig(source string, data []byte) (*LocalConfig, error) {
-	cfg, err := parseLocalConfig(source, data)
+	cfg, _, err := parseLocalConfig(source, data, limitsFor(0))
 	if err != nil {
 		return nil, err
 	}
@@ -40,34 +43,53 @@ func ParseLocalConfig(source string, data []byte) (*LocalConfig, error) {
 	return cfg, nil
 }
 
-// parseLocalConfig is ParseLocalConfig without setting Raw. A large config in the plain
-// block style that generators write is parsed piece by piece (see splitConfig), so that the
-// YAML node tree of only one piece is alive at a time; anything else, and any config the
-// pieces fail on, is parsed as a whole, which is also where every error comes from.
-func parseLocalConfig(source string, data []byte) (*LocalConfig, error) {
+// parseLocalConfig is ParseLocalConfig without setting Raw, within the limits lim; noDoc
+// reports that data holds no YAML document at all (cfg is then empty). A large config in the
+// plain block style that generators write is parsed piece by piece (see splitConfig), so
+// that the YAML node tree of only one piece is alive at a time; anything else, and any
+// config the pieces fail on, is parsed as a whole, which is also where every error comes
+// from, unless the whole is too large to parse at once: then the error is the failing
+// piece's.
+func parseLocalConfig(source string, data []byte, lim parseLimits) (cfg *LocalConfig, noDoc bool, err error) {
+	if !hasDocument(data) {
+		return &LocalConfig{}, true, nil // without parsing: comments cost yaml.v3 several times their size
+	}
 	if len(data) >= minSplitSize {
-		if cfg, ok := parseSplit(source, data, splitChunk); ok {
-			return cfg, nil
+		cfg, err := parseSplit(source, data, splitChunk, lim)
+		if err == nil {
+			return cfg, false, nil
+		}
+		if err != errNoSplit {
+			if lim.checkTree(data) != nil {
+				return nil, false, err
+			}
+			// What the pieces built is garbage now: collect it before building the whole
+			// tree, so that the two do not add up (for a long scalar, 10 times its size).
+			runtime.GC()
 		}
 	}
-	return parseWhole(source, data)
+	return parseWhole(source, data, lim)
 }
 
-// parseWhole parses a local config as one YAML document.
-func parseWhole(source string, data []byte) (*LocalConfig, error) {
+// parseWhole parses a local config as one YAML document; noDoc as for parseLocalConfig.
+func parseWhole(source string, data []byte, lim parseLimits) (cfg *LocalConfig, noDoc bool, err error) {
+	if err := lim.checkTree(data); err != nil {
+		return nil, false, &ConfigError{Source: source, Err: err}
+	}
 	root, err := parseDocument(data)
 	if err != nil {
-		return nil, &ConfigError{Source: source, Err: err}
+		return nil, false, &ConfigError{Source: source, Err: err}
 	}
-	c := newConfigDecoder(source)
+	c := newConfigDecoder(source, lim)
 	var doc *yaml.Node
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		doc = root.Content[0]
 	}
 	if err := c.d.mapping(doc, "", c.handlers()); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return c.finish()
+	cfg, err = c.finish()
+	return cfg, err == nil && root.Kind == 0, err
 }
 
 // configDecoder decodes the top level of a local config into cfg.
@@ -77,8 +99,8 @@ type configDecoder struct {
 	lines entryLines
 }
 
-func newConfigDecoder(source string) *configDecoder {
-	return &configDecoder{d: newDecoder(source, newCopyingInterner()), cfg: &LocalConfig{}}
+func newConfigDecoder(source string, lim parseLimits) *configDecoder {
+	return &configDecoder{d: newDecoder(source, newCopyingInterner(), lim), cfg: &LocalConfig{}}
 }
 
 // handlers decode the top-level fields, each a list of entries.
@@ -89,35 +111,47 @@ func (c *configDecoder) handlers() map[string]handler {
 			if v.Kind == yaml.SequenceNode {
 				c.reserveWorkloads(len(v.Content))
 			}
-			return d.seqOnce(v, f, c.workload)
+			return d.seqOnce(v, f, len(c.cfg.Workloads), c.workload)
 		},
-		"services": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, c.service) },
-		"policies": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, c.policy) },
+		"services": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, len(c.cfg.Services), c.service) },
+		"policies": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, len(c.cfg.Policies), c.policy) },
 	}
 }
 
-// reserveWorkloads makes room for n more workloads, allocating their structs at once.
+// reserveWorkloads makes room for n more workloads, at most as many as the budget left can
+// decode: a list counted in the text, or in a tree of empty items, cannot make it allocate
+// more than the decoded workloads will need.
 func (c *configDecoder) reserveWorkloads(n int) {
-	c.d.workloads = make([]Workload, n)
+	n = min(n, max(c.d.budget, 0)/(entryCost+minWorkloadNodes))
+	c.d.reserved = n
 	c.cfg.Workloads = slices.Grow(c.cfg.Workloads, n)
 	c.lines.workloads = slices.Grow(c.lines.workloads, n)
 }
 
-func (c *configDecoder) workload(item *yaml.Node, _ string) error {
+func (c *configDecoder) workload(item *yaml.Node, f string) error {
+	if err := c.d.charge(item, f, entryCost); err != nil {
+		return err
+	}
 	w, err := c.d.workload(len(c.cfg.Workloads), item)
 	c.cfg.Workloads = append(c.cfg.Workloads, w)
 	c.lines.workloads = append(c.lines.workloads, c.d.line(item))
 	return err
 }
 
-func (c *configDecoder) service(item *yaml.Node, _ string) error {
+func (c *configDecoder) service(item *yaml.Node, f string) error {
+	if err := c.d.charge(item, f, entryCost); err != nil {
+		return err
+	}
 	s, err := c.d.service(len(c.cfg.Services), item)
 	c.cfg.Services = append(c.cfg.Services, s)
 	c.lines.services = append(c.lines.services, c.d.line(item))
 	return err
 }
 
-func (c *configDecoder) policy(item *yaml.Node, _ string) error {
+func (c *configDecoder) policy(item *yaml.Node, f string) error {
+	if err := c.d.charge(item, f, entryCost); err != nil {
+		return err
+	}
 	p, err := c.d.policy(len(c.cfg.Policies), item)
 	c.cfg.Policies = append(c.cfg.Policies, p)
 	c.lines.policies = append(c.lines.policies, c.d.line(item))

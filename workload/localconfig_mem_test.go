@@ -111,3 +111,46 @@ func BenchmarkFileSourceLoad(b *testing.B) {
 	}
 	b.ReportMetric(float64(retained), "retained-B") // after the loop: ResetTimer drops metrics
 }
+
+// The default size limit and the budgets it sets fit a config of 100 000 workloads and 10 000
+// services in the bench's shape (37 MiB) with room to spare: before they did, its decoding
+// stopped at workload 49 932 ("document too large").
+func TestFileSourceLoads100kWorkloads(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("builds a 100k-workload config: too slow with -short or -race")
+	}
+	data := bigLocalConfig(100000, 10000)
+	if len(data)*3/2 > DefaultLocalConfigMaxBytes {
+		t.Errorf("the config is %d bytes: less than 1.5 times below the default limit", len(data))
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	size := len(data)
+	data = nil
+	f := quietSource(path)
+	var err error
+	peak := heapPeak(func() { err = f.Load() })
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if n, m := len(f.Store.Load().Workloads()), len(f.Last().Services); n != 100000 || m != 10000 {
+		t.Errorf("loaded %d workloads, %d services; want 100000, 10000", n, m)
+	}
+	t.Logf("%.1f MiB file: heap peak while loading +%.0f MiB", float64(size)/(1<<20), float64(peak)/(1<<20))
+}
+
+// The budgets are proportional to the size limit, and a config in the bench's shape fits in
+// those of a limit as large as itself.
+func TestParseBudgetsFitGeneratedConfigAtItsSize(t *testing.T) {
+	data := bigLocalConfig(10000, 1000)
+	cfg, _, err := parseLocalConfig("big.yaml", data, limitsFor(int64(len(data))))
+	if err != nil || len(cfg.Workloads) != 10000 {
+		t.Fatalf("parse with a limit of its own size: %v", err)
+	}
+	_, _, err = parseLocalConfig("big.yaml", data, limitsFor(int64(len(data))/3))
+	if err == nil || !strings.Contains(err.Error(), "document too large: more than") {
+		t.Errorf("parse with a limit of a third of its size = %v, want the decoding budget's error", err)
+	}
+}

@@ -3,6 +3,9 @@ package workload
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -25,6 +28,11 @@ import (
 // multi-line construct (a quoted or flow scalar spanning lines) leaves that construct
 // unterminated in its piece, which then fails to parse; an alias to an anchor in another
 // piece fails to resolve. Both fall back.
+//
+// A config too large to be parsed as a whole (see parseLimits.checkTree) does not fall back:
+// the error is the failing piece's, with the entry's index and the line counted in the whole
+// config. That is the whole parse's error too, except in the cases above, which a config that
+// large cannot use.
 
 // minSplitSize is the config size from which the fast path is tried; smaller ones parse as a
 // whole (cheaply).
@@ -33,16 +41,19 @@ const minSplitSize = 64 << 10
 // splitChunk is the size of the runs of list items parsed at once.
 const splitChunk = 64 << 10
 
-// parseSplit parses data in pieces of whole list items of about chunk bytes, or reports
-// false if data is not in a shape splitConfig handles or any piece fails.
-func parseSplit(source string, data []byte, chunk int) (*LocalConfig, bool) {
+// parseSplit parses data in pieces of whole list items of about chunk bytes. It returns
+// errNoSplit if data is not in a shape splitConfig handles, else the first error of a piece:
+// a *ConfigError, with lines counted in data.
+func parseSplit(source string, data []byte, chunk int, lim parseLimits) (*LocalConfig, error) {
 	pieces, ok := splitConfig(data, chunk)
 	if !ok {
-		return nil, false
+		return nil, errNoSplit
 	}
-	cfg, err := decodePieces(source, pieces)
-	return cfg, err == nil
+	return decodePieces(source, pieces, lim)
 }
+
+// errNoSplit: the config is not in a shape splitConfig can cut.
+var errNoSplit = errors.New("config is not in the plain block style")
 
 // pieceKind says how a piece is decoded.
 type pieceKind uint8
@@ -67,10 +78,11 @@ type piece struct {
 // not in the shape it handles: top-level fields "workloads:", "services:" or "policies:" at
 // column 0 (each at most once), each either followed on the next lines by a block list ("-"
 // items, all at one indentation, with their content indented more), or with its value on the
-// same line (the field is then one piece). Blank and comment lines may be anywhere. No tabs
-// in indentation, CRs, byte-order marks, directives or document markers.
+// same line (the field is then one piece). Blank and comment lines may be anywhere, and a
+// document start marker ("---") before the first field. Lines may end in CR LF. No tabs in
+// indentation, other CRs, byte-order marks, directives or other document markers.
 func splitConfig(data []byte, chunk int) ([]piece, bool) {
-	if bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
 		return nil, false
 	}
 	const (
@@ -88,7 +100,8 @@ func splitConfig(data []byte, chunk int) ([]piece, bool) {
 		start     = 0 // offset of the first line of the current piece
 		startLine = 1
 		seen      = map[string]bool{}
-		line      int // of the line at pos
+		line      int  // of the line at pos
+		started   bool // a document start marker was seen
 	)
 	flush := func(end, endLine int, kind pieceKind) {
 		pieces = append(pieces, piece{kind: kind, key: key, text: data[start:end], line: startLine, items: items})
@@ -108,12 +121,16 @@ func splitConfig(data []byte, chunk int) ([]piece, bool) {
 		if i := bytes.IndexByte(data[pos:], '\n'); i >= 0 {
 			next = pos + i + 1
 		}
-		l := bytes.TrimSuffix(data[pos:next], []byte("\n"))
+		l := bytes.TrimSuffix(bytes.TrimSuffix(data[pos:next], []byte("\n")), []byte("\r"))
 		rest := bytes.TrimLeft(l, " ")
 		ind := len(l) - len(rest)
 		switch {
-		case len(rest) > 0 && rest[0] == '\t':
+		case bytes.IndexByte(l, '\r') >= 0, len(rest) > 0 && rest[0] == '\t':
 			return nil, false
+		case state == stNone && !started && isDocStart(l):
+			started = true
+			pos = next // part of the first piece
+			continue
 		case ind == 0 && (bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) || bytes.HasPrefix(l, []byte("%"))):
 			return nil, false
 		}
@@ -158,6 +175,19 @@ func splitConfig(data []byte, chunk int) ([]piece, bool) {
 	return pieces, true
 }
 
+// isDocStart reports whether l is a document start marker with nothing after it but a comment.
+func isDocStart(l []byte) bool {
+	rest, ok := bytes.CutPrefix(l, []byte("---"))
+	if !ok {
+		return false
+	}
+	if len(rest) == 0 {
+		return true
+	}
+	rest = bytes.TrimLeft(rest, " ")
+	return len(rest) < len(l)-3 && (len(rest) == 0 || rest[0] == '#')
+}
+
 // fieldLine parses a top-level field line "name:" or "name: value"; inline reports whether a
 // value (not just a comment) follows the colon. Only the config's fields are accepted.
 func fieldLine(l []byte) (name string, inline, ok bool) {
@@ -175,35 +205,42 @@ func fieldLine(l []byte) (name string, inline, ok bool) {
 	return name, len(v) > 0 && v[0] != '#', true
 }
 
-var errSplit = errors.New("piece does not have the expected shape")
-
-// decodePieces decodes a config cut by splitConfig. Any error means: parse it as a whole.
-func decodePieces(source string, pieces []piece) (*LocalConfig, error) {
-	c := newConfigDecoder(source)
+// decodePieces decodes a config cut by splitConfig. Any error means: parse it as a whole if
+// that can be afforded.
+func decodePieces(source string, pieces []piece, lim parseLimits) (*LocalConfig, error) {
+	c := newConfigDecoder(source, lim)
 	d := c.d
 	d.budget-- // the top-level mapping, as when parsed whole
 	handlers := c.handlers()
 	for i, p := range pieces {
+		shape := func() error {
+			return &ConfigError{Source: source, Line: p.line,
+				Err: errors.New("the lines from here do not parse on their own as the list items or field they look like")}
+		}
+		if err := lim.checkTree(p.text); err != nil {
+			return nil, &ConfigError{Source: source, Line: p.line, Err: err}
+		}
 		var root yaml.Node
 		if err := yaml.Unmarshal(p.text, &root); err != nil {
-			return nil, err
+			return nil, pieceYAMLError(source, p.line, err)
 		}
 		if root.Kind != yaml.DocumentNode || len(root.Content) != 1 {
-			return nil, errSplit
+			return nil, shape()
 		}
 		n := root.Content[0]
 		d.lineBase = p.line - 1
+		clear(d.expanded) // aliases of this piece cannot refer to the trees of others: let them go
 		switch p.kind {
 		case pieceRaw:
 			if n.Kind != yaml.MappingNode || len(n.Content) != 2 || n.Content[0].Value != p.key {
-				return nil, errSplit
+				return nil, shape()
 			}
 			if err := d.mapping(n, "", handlers); err != nil {
 				return nil, err
 			}
 		case pieceHead:
 			if n.Kind != yaml.MappingNode || len(n.Content) != 2 || n.Content[0].Value != p.key || !isNull(n.Content[1]) {
-				return nil, errSplit
+				return nil, shape()
 			}
 			d.budget -= 2 // the field's value and list, as when parsed whole
 			if p.key == "workloads" {
@@ -211,16 +248,16 @@ func decodePieces(source string, pieces []piece) (*LocalConfig, error) {
 			}
 		case pieceItems:
 			if n.Kind != yaml.SequenceNode {
-				return nil, errSplit
+				return nil, shape()
 			}
 			var err error
 			switch p.key {
 			case "workloads":
-				err = d.seqOnce(n, p.key, c.workload)
+				err = d.seqOnce(n, p.key, len(c.cfg.Workloads), c.workload)
 			case "services":
-				err = d.seqOnce(n, p.key, c.service)
+				err = d.seqOnce(n, p.key, len(c.cfg.Services), c.service)
 			case "policies":
-				err = d.seqOnce(n, p.key, c.policy)
+				err = d.seqOnce(n, p.key, len(c.cfg.Policies), c.policy)
 			}
 			if err != nil {
 				return nil, err
@@ -229,6 +266,20 @@ func decodePieces(source string, pieces []piece) (*LocalConfig, error) {
 	}
 	d.lineBase = 0
 	return c.finish()
+}
+
+// pieceYAMLError is the error of parsing the piece that starts at line first: yaml.v3's
+// "yaml: line N: ..." with N counted in the whole config, worded as when parsed whole.
+func pieceYAMLError(source string, first int, err error) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "yaml: line "); ok {
+		if num, tail, ok := strings.Cut(rest, ":"); ok {
+			if n, perr := strconv.Atoi(num); perr == nil {
+				return &ConfigError{Source: source, Err: fmt.Errorf("parse YAML: yaml: line %d:%s", first-1+n, tail)}
+			}
+		}
+	}
+	return &ConfigError{Source: source, Line: first, Err: fmt.Errorf("parse YAML of the lines from here: %w", err)}
 }
 
 // itemsOf counts the list items of field key in the pieces that follow its head.

@@ -21,11 +21,11 @@ var cmpStrict = cmp.Options{
 // whether the pieces succeeded.
 func checkSplitMatchesWhole(t *testing.T, data []byte) bool {
 	t.Helper()
-	split, ok := parseSplit("test.yaml", data, 1)
-	if !ok {
+	split, err := parseSplit("test.yaml", data, 1, limitsFor(0))
+	if err != nil {
 		return false
 	}
-	whole, err := parseWhole("test.yaml", data)
+	whole, _, err := parseWhole("test.yaml", data, limitsFor(0))
 	if err != nil {
 		t.Fatalf("parsed in pieces, but as a whole: %v\n%s", err, data)
 	}
@@ -55,9 +55,14 @@ var splitCases = []struct {
 	{"flow list across lines", "workloads: [\n  {uid: u1, name: a, namespace: ns, hostname: h}\n]\n", false},
 	{"field twice", wl("") + wl(""), false},
 	{"unknown field", wl("") + "extra: 1\n", false},
-	{"document marker", "---\n" + wl(""), false},
+	{"document marker", "---\n" + wl(""), true},
+	{"document marker after a comment", "# head\n--- # start\n" + wl(""), true},
+	{"document marker with content", "--- workloads: []\n", false},
+	{"two document markers", "---\n---\n" + wl(""), false},
 	{"second document", wl("") + "---\n" + wl(""), false},
-	{"crlf", strings.ReplaceAll(wl(""), "\n", "\r\n"), false},
+	{"crlf", strings.ReplaceAll(wl(""), "\n", "\r\n"), true},
+	{"crlf and a lone cr", strings.ReplaceAll(wl(""), "\n", "\r\n") + "# a\rb\n", false},
+	{"cr line ends", strings.ReplaceAll(wl(""), "\n", "\r"), false},
 	{"tab indentation", "workloads:\n\t- uid: u1\n", false},
 	{"bad item", wl("  workloadIps: [\"10.0.0.300\"]\n"), false},
 	{"dedent inside list", "workloads:\n  - uid: u1\n name: a\n", false},
@@ -92,7 +97,7 @@ func TestParseLocalConfigLargeError(t *testing.T) {
 	}
 	bad := append(append(append([]byte{}, data[:i]...), "      - 10.100.3.300\n"...), data[i+len(good):]...)
 	_, err := ParseLocalConfig("big.yaml", bad)
-	_, wholeErr := parseWhole("big.yaml", bad)
+	_, _, wholeErr := parseWhole("big.yaml", bad, limitsFor(0))
 	if err == nil || wholeErr == nil || err.Error() != wholeErr.Error() {
 		t.Fatalf("error = %v, want the whole parse's %v", err, wholeErr)
 	}

@@ -16,12 +16,7 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 	}
 	defer func() { d.entry = "" }()
 
-	var w *Workload
-	if len(d.workloads) > 0 {
-		w, d.workloads = &d.workloads[0], d.workloads[1:]
-	} else {
-		w = new(Workload)
-	}
+	w := d.newWorkload()
 	w.Capacity = 1
 	ipsSet := false
 	err := d.mapping(n, "", map[string]handler{
@@ -103,6 +98,29 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 	w.ServiceAccount = cmp.Or(w.ServiceAccount, DefaultServiceAccount)
 	w.ClusterID = cmp.Or(w.ClusterID, DefaultClusterID)
 	return w, nil
+}
+
+// minWorkloadNodes is the fewest nodes decoding a workload charges to the budget (besides
+// entryCost): the list item, its mapping, and the values of uid, name, namespace and
+// workloadIps or hostname.
+const minWorkloadNodes = 6
+
+// workloadBlock is the most workload structs allocated at once.
+const workloadBlock = 1024
+
+// newWorkload returns a zero Workload, carved from blocks of up to workloadBlock structs while
+// more workloads are expected (reserveWorkloads).
+func (d *decoder) newWorkload() *Workload {
+	if len(d.workloads) == 0 && d.reserved > 0 {
+		n := min(d.reserved, workloadBlock)
+		d.workloads, d.reserved = make([]Workload, n), d.reserved-n
+	}
+	if len(d.workloads) == 0 {
+		return new(Workload)
+	}
+	w := &d.workloads[0]
+	d.workloads = d.workloads[1:]
+	return w
 }
 
 // workloadServices decodes {"ns/hostname": {servicePort: targetPort}}.

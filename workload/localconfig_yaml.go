@@ -38,16 +38,18 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// maxNodes bounds the YAML nodes a decoder visits, so alias expansion ("billion laughs")
-// cannot blow up.
-const maxNodes = 1 << 20
-
 // decoder walks a yaml.Node tree. Every method takes the field path of the node it decodes
 // and returns *ConfigError values naming it.
 type decoder struct {
 	source string
 	entry  string // label of the entry being decoded
-	budget int    // nodes left to visit
+	lim    parseLimits
+	budget int // left of lim.decodeBudget: bounds the nodes visited and the entries
+	// aliasBudget is what is left of lim.aliasBudget: each alias resolved takes the nodes it
+	// expands to (aliases in it expanded too), so that a "billion laughs" fails at its first
+	// large alias instead of being walked until budget runs out.
+	aliasBudget int
+	expanded    map[*yaml.Node]int // expansion of anchored nodes; expanding while being computed
 	// lineBase is added to node lines: the line before the piece being decoded when a config
 	// is parsed in pieces (see splitConfig), else 0.
 	lineBase int
@@ -55,6 +57,7 @@ type decoder struct {
 
 	// Bulk allocation of what the config keeps (see arena.go).
 	workloads []Workload       // preallocated workload structs, taken from the front
+	reserved  int              // workloads expected beyond those in workloads
 	addrs     slab[netip.Addr] // workload IPs
 
 	// Scratch space reused across entries; the interner copies what it keeps.
@@ -63,8 +66,8 @@ type decoder struct {
 	svcs  map[string]map[uint16]uint16
 }
 
-func newDecoder(source string, in *interner) *decoder {
-	return &decoder{source: source, budget: maxNodes, in: in,
+func newDecoder(source string, in *interner, lim parseLimits) *decoder {
+	return &decoder{source: source, lim: lim, budget: lim.decodeBudget, aliasBudget: lim.aliasBudget, in: in,
 		ports: make(map[uint16]uint16), svcs: make(map[string]map[uint16]uint16)}
 }
 
@@ -83,19 +86,71 @@ func (d *decoder) line(n *yaml.Node) int {
 	return d.lineBase + n.Line
 }
 
-// resolve follows aliases and charges the node budget.
+// resolve follows aliases and charges the budget for the node, and the alias budget for
+// what an alias expands to.
 func (d *decoder) resolve(n *yaml.Node, field string) (*yaml.Node, error) {
+	alias := n
 	for depth := 0; n != nil && n.Kind == yaml.AliasNode; depth++ {
 		if depth > 100 || n.Alias == nil {
 			return nil, d.fail(n, field, "unresolvable alias")
 		}
 		n = n.Alias
 	}
-	d.budget--
-	if d.budget < 0 {
-		return nil, d.fail(n, field, "document too large (more than %d YAML nodes after alias expansion)", maxNodes)
+	if n != alias {
+		d.aliasBudget -= d.expansion(n, d.aliasBudget)
+		if d.aliasBudget < 0 {
+			return nil, d.fail(alias, field, "%w", d.lim.aliasError())
+		}
 	}
-	return n, nil
+	return n, d.charge(n, field, 1)
+}
+
+// expanding marks an anchored node whose expansion is being computed: an alias inside it
+// that refers to it expands without end.
+const expanding = -1
+
+// expansion returns the number of nodes n stands for with every alias in it expanded, or a
+// number above limit as soon as that is known (an alias to an enclosing node counts as
+// above any limit). Anchored nodes, the only ones aliases refer to, are computed once.
+func (d *decoder) expansion(n *yaml.Node, limit int) int {
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return 1
+		}
+		n = n.Alias
+	}
+	if n.Anchor != "" {
+		switch v, ok := d.expanded[n]; {
+		case ok && v == expanding:
+			return limit + 1
+		case ok:
+			return v
+		}
+		if d.expanded == nil {
+			d.expanded = make(map[*yaml.Node]int)
+		}
+		d.expanded[n] = expanding
+	}
+	total := 1
+	for _, c := range n.Content {
+		if total += d.expansion(c, limit-total); total > limit {
+			total = limit + 1
+			break
+		}
+	}
+	if n.Anchor != "" {
+		d.expanded[n] = total
+	}
+	return total
+}
+
+// charge takes units from the budget; running out is an error at node n.
+func (d *decoder) charge(n *yaml.Node, field string, units int) error {
+	d.budget -= units
+	if d.budget < 0 {
+		return d.fail(n, field, "%w", d.lim.decodeError())
+	}
+	return nil
 }
 
 func isNull(n *yaml.Node) bool {
@@ -202,18 +257,20 @@ func scalarValue(n *yaml.Node, name string) string {
 
 // seq decodes a list (null = empty), calling fn for each item.
 func (d *decoder) seq(n *yaml.Node, field string, fn func(item *yaml.Node, field string) error) error {
-	return d.seqItems(n, field, false, fn)
+	return d.seqItems(n, field, 0, false, fn)
 }
 
 // seqOnce is seq for a list decoded only once (a top-level list of entries): each item is
 // dropped from the tree once decoded, so that the garbage collector can reclaim the parsed
 // YAML of decoded entries while the rest is decoded. A list with an anchor is left intact
 // (an alias may decode it again); aliased items stay reachable through their aliases.
-func (d *decoder) seqOnce(n *yaml.Node, field string, fn func(item *yaml.Node, field string) error) error {
-	return d.seqItems(n, field, true, fn)
+// Its items are numbered from first in field paths: a list parsed in pieces continues the
+// numbering of the pieces before.
+func (d *decoder) seqOnce(n *yaml.Node, field string, first int, fn func(item *yaml.Node, field string) error) error {
+	return d.seqItems(n, field, first, true, fn)
 }
 
-func (d *decoder) seqItems(n *yaml.Node, field string, release bool, fn func(item *yaml.Node, field string) error) error {
+func (d *decoder) seqItems(n *yaml.Node, field string, first int, release bool, fn func(item *yaml.Node, field string) error) error {
 	n, err := d.resolve(n, field)
 	if err != nil || isNull(n) {
 		return err
@@ -223,7 +280,7 @@ func (d *decoder) seqItems(n *yaml.Node, field string, release bool, fn func(ite
 	}
 	release = release && n.Anchor == ""
 	for i, item := range n.Content {
-		f := fmt.Sprintf("%s[%d]", field, i)
+		f := fmt.Sprintf("%s[%d]", field, first+i)
 		item, err := d.resolve(item, f)
 		if err != nil {
 			return err

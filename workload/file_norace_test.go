@@ -1,0 +1,6 @@
+//go:build !race
+
+package workload
+
+// raceEnabled: the race detector slows parsing about tenfold; tests of tens of MiB skip.
+const raceEnabled = false
