@@ -3,6 +3,7 @@ package inpod
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -189,6 +190,10 @@ const (
 	ipv6
 )
 
+// proxyZone is the conntrack zone of the original-direction tuples of the
+// proxy's own TCP connections.
+const proxyZone = 2
+
 // Rule fragments, as iptables-save prints them.
 const (
 	// linkLocalPrefix is the IPv6 link-local prefix.
@@ -266,16 +271,31 @@ func restoreText(cfg Config, fam family) string {
 		)
 	}
 
+	// The proxy's own TCP connections (marked) keep their original-direction
+	// conntrack tuples in a zone of their own (replies stay in the default
+	// zone, where they are looked up). Otherwise a proxy dial can pick the
+	// source port of an app connection to the same address that the proxy
+	// just reset: the lingering conntrack entry of that connection, closed by
+	// a reply-side RST, is not reopened by a new SYN, so the dial joins it and
+	// is redirected to the proxy's own 15001 (issue 10, "passthrough
+	// self-loop"); and an app SYN could likewise join a proxy connection's
+	// entry and skip the redirection.
+	rawChains := []string{ChainOutput}
+	raw := []string{
+		"-A OUTPUT -j " + ChainOutput,
+		"-A " + ChainOutput + " -p tcp -m mark --mark " + proxyMark + " -j CT --zone-orig " + strconv.Itoa(proxyZone),
+	}
 	if cfg.CaptureDNS {
 		// Separate conntrack zone for proxy <-> upstream DNS, avoiding port
 		// collisions with the app's own (redirected) DNS flows (istio/istio#33469).
-		table("raw", both,
+		rawChains = both
+		raw = append(raw,
 			"-A PREROUTING -j "+ChainPrerouting,
-			"-A OUTPUT -j "+ChainOutput,
 			"-A "+ChainOutput+" -p udp -m mark --mark "+proxyMark+" -m udp --dport 53 -j CT --zone 1",
 			"-A "+ChainPrerouting+" -p udp -m mark ! --mark "+proxyMark+" -m udp --sport 53 -j CT --zone 1",
 		)
 	}
+	table("raw", rawChains, raw...)
 	return b.String()
 }
 
