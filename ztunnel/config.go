@@ -21,6 +21,9 @@ type Config struct {
 	// until the xDS client exists.
 	LocalXDSPath string
 	LocalXDS     string
+	// LocalXDSMaxBytes is the size limit of the LocalXDSPath file (LOCAL_XDS_MAX_BYTES; 64 MiB,
+	// workload.DefaultLocalConfigMaxBytes); parsing budgets derive from it. Zero means the default.
+	LocalXDSMaxBytes int64
 
 	// XDS is the istiod connection for workload discovery (XDS_ADDRESS, XDS_ROOT_CA,
 	// ALT_XDS_HOSTNAME, XDS_HEADER_*). XDS.Address empty: no xDS (local config only).
@@ -276,6 +279,13 @@ func FromEnv(environ []string) (Config, error) {
 	c.LocalXDS = getenv("LOCAL_XDS")
 	if c.LocalXDSPath != "" && strings.TrimSpace(c.LocalXDS) != "" {
 		errs = append(errs, errors.New("LOCAL_XDS_PATH and LOCAL_XDS are mutually exclusive"))
+	}
+	if v := str("LOCAL_XDS_MAX_BYTES"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("LOCAL_XDS_MAX_BYTES=%q: want a whole number of bytes >= 1", v))
+		} else {
+			c.LocalXDSMaxBytes = n
+		}
 	}
 	if mode := str("PROXY_MODE"); mode != "" && mode != "shared" {
 		errs = append(errs, fmt.Errorf("PROXY_MODE=%q: only \"shared\" (in-pod) mode is implemented", mode))
