@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/ztunnel-go/ztunnel/testbed"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. It is 100 on every
@@ -52,33 +54,6 @@ func parseStatCPU(b []byte) (uint64, error) {
 
 // rssKiB returns the resident set size of process pid (VmRSS in /proc/<pid>/status), in KiB.
 func rssKiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read rss: %w", err)
-	}
-	kib, err := parseVmRSS(b)
-	if err != nil {
-		return 0, fmt.Errorf("read rss of %d: %w", pid, err)
-	}
-	return float64(kib), nil
-}
-
-// parseVmRSS returns the VmRSS line's value ("VmRSS:   1234 kB") in KiB.
-func parseVmRSS(b []byte) (uint64, error) {
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: VmRSS line %q: want \"<n> kB\"", line)
-		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("status: VmRSS %q: %w", f[0], err)
-		}
-		return n, nil
-	}
-	return 0, errors.New("status: no VmRSS line (kernel thread or exited process?)")
+	kib, err := testbed.ReadRSS(pid)
+	return float64(kib), err
 }

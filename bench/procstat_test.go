@@ -23,19 +23,6 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
-	status := "Name:\tztunnel\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
-	got, err := parseVmRSS([]byte(status))
-	if err != nil || got != 12345 {
-		t.Errorf("parseVmRSS = %d, %v; want 12345", got, err)
-	}
-	for _, bad := range []string{"Name: x\n", "VmRSS: 12 MB\n", "VmRSS: x kB\n"} {
-		if _, err := parseVmRSS([]byte(bad)); err == nil {
-			t.Errorf("parseVmRSS(%q): no error", bad)
-		}
-	}
-}
-
 // TestOwnProcess reads this test process's figures from /proc.
 func TestOwnProcess(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
