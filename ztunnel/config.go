@@ -86,6 +86,11 @@ type Config struct {
 	ConnectTimeout     time.Duration // 10s, upstream dial timeout
 	SourceWorkloadWait time.Duration // 5s, how long a pod's connection waits for its workload to appear
 
+	// CertUnusedRelease is how long the certificate of an identity no enrolled pod or node-local
+	// workload holds is kept after its last use (CERT_UNUSED_RELEASE_TIMEOUT; 1h): then it is
+	// dropped instead of renewed.
+	CertUnusedRelease time.Duration
+
 	// MaxConnections caps the connections the proxy carries at once, over all pods
 	// (MAX_CONNECTIONS); MaxConnectionsPerPod caps those of one pod (MAX_CONNECTIONS_PER_POD).
 	// Zero derives them from the descriptor limit (see connLimitsFor): what is left after a
@@ -296,6 +301,7 @@ func FromEnv(environ []string) (Config, error) {
 	}
 	c.TrustDomain = str("TRUST_DOMAIN")
 	dur("SECRET_TTL", &c.SecretTTL)
+	dur("CERT_UNUSED_RELEASE_TIMEOUT", &c.CertUnusedRelease)
 	c.NodeName = str("NODE_NAME")
 	c.ClusterID = str("ISTIO_META_CLUSTER_ID")
 	if c.ClusterID == "" {

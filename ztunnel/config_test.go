@@ -68,14 +68,26 @@ func TestFromEnvValues(t *testing.T) {
 		"TERMINATION_GRACE_PERIOD_SECONDS": "30",
 		"ISTIO_META_CLUSTER_ID":            "c1",
 		"CLUSTER_ID":                       "ignored",
+		"MAX_CONNECTIONS":                  "5000",
+		"MAX_CONNECTIONS_PER_POD":          "-1",
+		"HBONE_MAX_HANDSHAKES":             "100",
+		"HBONE_MAX_HANDSHAKES_PER_SOURCE":  "8",
+		"HBONE_HANDSHAKE_TIMEOUT":          "3s",
+		"CERT_UNUSED_RELEASE_TIMEOUT":      "10m",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.PacketMark != 0x100 || *c.PortReuse || !*c.OrigSrc || c.PoolMaxStreams != 7 || c.PoolSpreadConns != 2 ||
 		c.PoolUnusedRelease != 90*time.Second || c.FrameSize != 65536 ||
-		c.TerminationDeadline != 25*time.Second || c.ClusterID != "c1" {
+		c.TerminationDeadline != 25*time.Second || c.ClusterID != "c1" ||
+		c.MaxConnections != 5000 || c.MaxConnectionsPerPod != -1 || c.MaxHandshakes != 100 ||
+		c.MaxHandshakesPerSource != 8 || c.HandshakeTimeout != 3*time.Second || c.CertUnusedRelease != 10*time.Minute {
 		t.Errorf("parsed config = %+v", c)
+	}
+	l, err := FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "/x", "LOCAL_XDS_MAX_BYTES": "1048576"}))
+	if err != nil || l.LocalXDSMaxBytes != 1<<20 {
+		t.Errorf("LOCAL_XDS_MAX_BYTES=1048576: %d, %v", l.LocalXDSMaxBytes, err)
 	}
 }
 
@@ -97,6 +109,13 @@ func TestFromEnvErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"XDS_ADDRESS": ""}, []string{"no workload source"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "CA_CERT": "c", "CA_KEY": "k", "CA_ADDRESS": "istiod:15012"}, []string{"CA_ADDRESS", "CA_CERT"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "TERMINATION_GRACE_PERIOD_SECONDS": "-3"}, []string{"TERMINATION_GRACE_PERIOD_SECONDS"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "LOCAL_XDS_MAX_BYTES": "0"}, []string{"LOCAL_XDS_MAX_BYTES"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "LOCAL_XDS_MAX_BYTES": "-5"}, []string{"LOCAL_XDS_MAX_BYTES"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "LOCAL_XDS_MAX_BYTES": "64MiB"}, []string{"LOCAL_XDS_MAX_BYTES", "64MiB"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "MAX_CONNECTIONS": "many"}, []string{"MAX_CONNECTIONS", "many"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "HBONE_MAX_HANDSHAKES_PER_SOURCE": "1.5"}, []string{"HBONE_MAX_HANDSHAKES_PER_SOURCE"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "HBONE_HANDSHAKE_TIMEOUT": "soon"}, []string{"HBONE_HANDSHAKE_TIMEOUT", "soon"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "CERT_UNUSED_RELEASE_TIMEOUT": "never"}, []string{"CERT_UNUSED_RELEASE_TIMEOUT"}},
 		// Several bad values are all reported at once.
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PACKET_MARK": "x", "SECRET_TTL": "y"}, []string{"PACKET_MARK", "SECRET_TTL"}},
 	}

@@ -58,7 +58,7 @@ func New(cfg Config) (*Proxy, error) {
 
 	switch {
 	case cfg.LocalXDSPath != "":
-		p.file = &workload.FileSource{Path: cfg.LocalXDSPath, Store: p.store, Logger: p.log}
+		p.file = &workload.FileSource{Path: cfg.LocalXDSPath, Store: p.store, Logger: p.log, MaxBytes: cfg.LocalXDSMaxBytes}
 		if err := p.file.Load(); err != nil {
 			return nil, err
 		}
@@ -101,7 +101,8 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: issuer, Logger: p.log.With("component", "certs")})
+	p.certs = certs.NewManager(certs.ManagerConfig{Issuer: issuer, UnusedTTL: cfg.CertUnusedRelease,
+		Logger: p.log.With("component", "certs")})
 	p.limits = newConnLimits(cfg, p.log)
 	p.handshakes = newHandshakeLimiter(cfg)
 	p.pods = newPodManager(p)
