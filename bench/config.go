@@ -39,6 +39,10 @@ type Config struct {
 	// Workloads and Services size the synthetic config of the idle-memory figure. Zero: 10 000 and
 	// 1 000.
 	Workloads, Services int
+	// SoakConns, if positive, runs the leak soak after the other figures: that many connections
+	// opened and closed through the mesh, then what each proxy holds is compared with before
+	// (figures soak_*). Zero: no soak, unless Only names "soak" (then 20 000).
+	SoakConns int
 	// HeldConns is the number of idle connections of the per-connection memory figure. Zero: 2 000.
 	HeldConns int
 	// Settle is the wait before reading memory figures (the proxy returns parse garbage to the
@@ -144,6 +148,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Workloads > maxSynthWorkloads || c.Services > maxSynthServices {
 		return c, fmt.Errorf("bench config: %d workloads, %d services: at most %d and %d",
 			c.Workloads, c.Services, maxSynthWorkloads, maxSynthServices)
+	}
+	if c.SoakConns <= 0 && slices.Contains(c.Only, "soak") {
+		c.SoakConns = 20_000
 	}
 	if c.HeldConns <= 0 {
 		c.HeldConns = 2_000

@@ -26,9 +26,9 @@ var measurements = []measurement{
 	{"conn", "new connections", measureConnRate},
 }
 
-// Groups are the measurement groups Config.Only can select: "memory" and the traffic
-// measurements.
-var Groups = []string{"memory", "throughput", "throughput8", "rtt", "conn"}
+// Groups are the measurement groups Config.Only can select: "memory", the traffic measurements and
+// "soak" (which runs only with Config.SoakConns set, or when named).
+var Groups = []string{"memory", "throughput", "throughput8", "rtt", "conn", "soak"}
 
 // measureTraffic runs every measurement on every path, Rounds times. Within a round the paths
 // alternate for each measurement, and the path that goes first rotates from round to round, so

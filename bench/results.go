@@ -27,6 +27,11 @@ const (
 	FigCPUPerGB    = "cpu_s_per_gb"
 	FigRSSIdle     = "rss_idle_mb"
 	FigRSSPerConn  = "rss_per_conn_kib"
+	// The leak soak (-soak N): what each proxy holds after N connections opened and closed, beyond
+	// what it held before.
+	FigSoakGoroutines = "soak_goroutines_growth"
+	FigSoakFDs        = "soak_fds_growth"
+	FigSoakRSS        = "soak_rss_growth_mb"
 )
 
 // Path names: the keys inside each figure.
@@ -39,7 +44,7 @@ const (
 
 // Figures lists the figures in table order.
 var Figures = []string{FigThroughput, FigThroughput8, FigRTT1P50, FigRTT1P99, FigRTT1P999, FigRTT1KP50,
-	FigRTT1KP99, FigConnPerS, FigCPUPerGB, FigRSSIdle, FigRSSPerConn}
+	FigRTT1KP99, FigConnPerS, FigCPUPerGB, FigRSSIdle, FigRSSPerConn, FigSoakGoroutines, FigSoakFDs, FigSoakRSS}
 
 // Paths lists the paths in table order.
 var Paths = []string{PathDirect, PathMesh, PathTLS, PathStunnel}
@@ -49,7 +54,7 @@ func baseline(fig string) string {
 	switch fig {
 	case FigCPUPerGB:
 		return PathTLS
-	case FigRSSIdle, FigRSSPerConn:
+	case FigRSSIdle, FigRSSPerConn, FigSoakGoroutines, FigSoakFDs, FigSoakRSS:
 		return ""
 	default:
 		return PathDirect

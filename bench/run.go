@@ -42,6 +42,11 @@ func Run(ctx context.Context, cfg Config) (_ *Results, err error) {
 	if err := e.measureTraffic(ctx, r); err != nil {
 		return r, err
 	}
+	if cfg.SoakConns > 0 && cfg.runs("soak") {
+		if err := e.soak(ctx, r); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 
@@ -60,6 +65,7 @@ func meta(cfg Config) map[string]any {
 		"workloads":        cfg.Workloads,
 		"services":         cfg.Services,
 		"held_conns":       cfg.HeldConns,
+		"soak_conns":       cfg.SoakConns,
 		"proxy_log_level":  cfg.ProxyLogLevel,
 		"proxy_env":        cfg.ProxyEnv,
 		"ztunnel":          cfg.Ztunnel,

@@ -33,6 +33,7 @@ func main() {
 	quick := flag.Bool("quick", false, "tiny sizes, one round: a smoke test, not numbers")
 	flag.IntVar(&cfg.Rounds, "rounds", 0, "rounds (default 5)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "length of each throughput and connection-rate measurement (default 3s)")
+	flag.IntVar(&cfg.SoakConns, "soak", 0, "leak soak: open and close `N` connections through the mesh after the other figures, then report each proxy's growth (-only soak alone: 20000)")
 	flag.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "", "the proxies' LOG_LEVEL (default info)")
 	paths := flag.String("paths", "", "comma-separated paths to measure (default: all of direct,mesh,tls,stunnel)")
 	only := flag.String("only", "", "comma-separated measurement groups to run (default: all of "+strings.Join(bench.Groups, ",")+")")
