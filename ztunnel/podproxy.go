@@ -205,10 +205,23 @@ func (pod *podProxy) connEnded() {
 // releaseLimit is the release of an HBONE connection counted by serveHBONE.
 func (pod *podProxy) releaseLimit() { pod.p.limits.release(pod) }
 
-// close stops the pod at once: the pod is gone, so its connections are ended without waiting.
+// close stops the pod at once: the pod is gone, so its connections are ended without waiting and
+// its HBONE connections closed.
 func (pod *podProxy) close(ctx context.Context) {
 	pod.stop(errPodClosed)
+	pod.closeTunnels()
 	pod.drain(ctx)
+}
+
+// closeTunnels closes the pod's HBONE connections, both ways, at once: a copy blocked writing to a
+// peer that stopped reading would otherwise keep its connection (and the drain waiting for it)
+// until the write deadline. Each close gives up on a stuck peer after a short grace, and they run
+// in parallel (hbone.Pool.Close, hbone.Server.Close).
+func (pod *podProxy) closeTunnels() {
+	var wg sync.WaitGroup
+	wg.Go(func() { pod.hboneSrv.Close() })
+	pod.pool.Close()
+	wg.Wait()
 }
 
 // stop cancels the pod's context and ends its connections (each has a context of its own, see
@@ -238,7 +251,7 @@ func (pod *podProxy) drain(ctx context.Context) {
 		n := pod.conns.count()
 		pod.log.Warn("drain deadline reached: closing remaining connections", "open", n)
 		pod.stop(errDrainDeadline)
-		pod.hboneSrv.Close()
+		pod.closeTunnels()
 		<-handlersDone // every handler ends once its connection is closed
 	}
 	<-shutdownDone

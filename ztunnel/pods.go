@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,6 +25,10 @@ type podManager struct {
 	pods      map[string]*podProxy
 	pending   map[string]*pendingPod // pods whose proxy failed to start, retried in the background
 	certHolds map[string]func()      // uid of a running pod -> release of its certificate hold
+
+	// ownNS identifies the proxy's own network namespace, which a pod must not claim; the handle
+	// is closed at once, only its identity (NetNS.Same) is used. Nil if it could not be opened.
+	ownNS *redirect.NetNS
 }
 
 // pendingPod is a pod whose listeners could not be started (e.g. a port still held by a
@@ -39,8 +44,15 @@ type pendingPod struct {
 var _ zds.Handler = (*podManager)(nil)
 
 func newPodManager(p *Proxy) *podManager {
-	return &podManager{p: p, retry: 5 * time.Second, pods: map[string]*podProxy{}, pending: map[string]*pendingPod{},
+	m := &podManager{p: p, retry: 5 * time.Second, pods: map[string]*podProxy{}, pending: map[string]*pendingPod{},
 		certHolds: map[string]func(){}}
+	if ns, err := redirect.CurrentNetNS(); err == nil {
+		ns.Close()
+		m.ownNS = ns
+	} else {
+		p.log.Warn("cannot open the proxy's own network namespace: pods sent in it are not refused", "error", err)
+	}
+	return m
 }
 
 // AddWorkload starts the listeners of a pod inside its network namespace. Adding a pod that
@@ -48,6 +60,11 @@ func newPodManager(p *Proxy) *podManager {
 // recreated) the old proxy is replaced. If the listeners cannot be started the error goes back
 // to the node agent as a NACK and the pod stays pending: it is retried in the background.
 func (m *podManager) AddWorkload(ctx context.Context, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) error {
+	if m.ownNS != nil && ns.Same(m.ownNS) {
+		// A confused or hostile node agent: the pod listeners would capture the node's own ports.
+		ns.Close()
+		return fmt.Errorf("pod %s/%s (uid %s): the network namespace sent is the proxy's own, not a pod's", info.Namespace, info.Name, uid)
+	}
 	m.mu.Lock()
 	old := m.pods[uid]
 	m.mu.Unlock()
@@ -182,11 +199,12 @@ func (m *podManager) remove(ctx context.Context, uid string) bool {
 	if pod == nil {
 		return false
 	}
+	start := time.Now()
 	pod.close(ctx)
 	if release != nil {
 		release()
 	}
-	m.p.log.Info("pod removed", "uid", uid, "pod", pod.info.Namespace+"/"+pod.info.Name)
+	m.p.log.Info("pod removed", "uid", uid, "pod", pod.info.Namespace+"/"+pod.info.Name, "took", time.Since(start))
 	return true
 }
 
