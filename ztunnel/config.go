@@ -94,8 +94,8 @@ type Config struct {
 	// MaxConnections caps the connections the proxy carries at once, over all pods
 	// (MAX_CONNECTIONS); MaxConnectionsPerPod caps those of one pod (MAX_CONNECTIONS_PER_POD).
 	// Zero derives them from the descriptor limit (see connLimitsFor): what is left after a
-	// headroom of an eighth of it (at least 512), at two descriptors a connection, and half of
-	// that per pod. Negative means no cap.
+	// headroom of an eighth of it (at least 512), at two descriptors a connection, and three
+	// quarters of that per pod. Negative means no cap.
 	MaxConnections, MaxConnectionsPerPod int
 	// MaxHandshakes and MaxHandshakesPerSource cap the HBONE connections still in their TLS
 	// handshake or HTTP/2 preface, over all pods and from one source address

@@ -10,5 +10,6 @@
 //	15008 HBONE      mTLS HTTP/2 CONNECT from other proxies → the app, source IP preserved
 //
 // Reading outbound.go top to bottom walks the whole outbound data path; inbound.go is the
-// other end. select.go is the reference's endpoint selection; splice.go moves the bytes.
+// other end. select.go is the reference's endpoint selection; the relay package moves the bytes
+// and limits.go caps how many connections the proxy carries.
 package ztunnel

@@ -43,8 +43,8 @@ const descriptorsPerConn = 2
 // connLimitsFor derives the caps from the descriptor limit when they are not configured (zero): a
 // headroom of an eighth of the limit (at least 512) is kept for the proxy's own sockets, files and
 // established tunnels, and the rest allows descriptorsPerConn per connection; one pod may take
-// half of that. A negative configured cap, or a derived one with the limit unknown, is returned as
-// zero: no cap.
+// three quarters of that, so that a flood into one pod leaves room for the others. A negative
+// configured cap, or a derived one with the limit unknown, is returned as zero: no cap.
 func connLimitsFor(fdLimit uint64, maxConns, perPod int) (int, int) {
 	if maxConns == 0 && fdLimit > 0 {
 		headroom := max(fdLimit/8, 512)
@@ -53,7 +53,7 @@ func connLimitsFor(fdLimit uint64, maxConns, perPod int) (int, int) {
 		}
 	}
 	if perPod == 0 && maxConns > 0 {
-		perPod = max(maxConns/2, 1)
+		perPod = max(maxConns/4*3, 1)
 	}
 	return max(maxConns, 0), max(perPod, 0)
 }

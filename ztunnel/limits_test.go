@@ -10,11 +10,11 @@ func TestConnLimitsFor(t *testing.T) {
 		maxIn, podIn        int
 		wantMax, wantPerPod int
 	}{
-		{fd: 20000, wantMax: 8750, wantPerPod: 4375}, // headroom 2500
-		{fd: 1024, wantMax: 256, wantPerPod: 128},    // headroom 512 at least
+		{fd: 20000, wantMax: 8750, wantPerPod: 6561}, // headroom 2500
+		{fd: 1024, wantMax: 256, wantPerPod: 192},    // headroom 512 at least
 		{fd: 400, wantMax: 0, wantPerPod: 0},         // below the headroom: no derived cap
 		{fd: 0, wantMax: 0, wantPerPod: 0},           // limit unknown
-		{fd: 20000, maxIn: 100, wantMax: 100, wantPerPod: 50},
+		{fd: 20000, maxIn: 100, wantMax: 100, wantPerPod: 75},
 		{fd: 20000, maxIn: 100, podIn: 80, wantMax: 100, wantPerPod: 80},
 		{fd: 20000, maxIn: -1, podIn: 10, wantMax: 0, wantPerPod: 10},
 		{fd: 20000, podIn: -1, wantMax: 8750, wantPerPod: 0},
