@@ -57,7 +57,7 @@ func TestHostileClientCertificates(t *testing.T) {
 
 	// hboneEcho opens one CONNECT stream to the application with a leaf holding uris, on a
 	// connection of its own, and returns the echo of msg or the first error.
-	hboneEcho := func(uris []string, msg string) (string, error) {
+	hboneEcho := func(ca *testbedCA, uris []string, msg string) (string, error) {
 		leaf := ca.mint(t, uris...)
 		pool := hbone.NewPool(hbone.PoolConfig{
 			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -85,10 +85,10 @@ func TestHostileClientCertificates(t *testing.T) {
 		b, err := io.ReadAll(st)
 		return string(b), err
 	}
-	refused := func(what string, uris ...string) {
+	refusedFrom := func(ca *testbedCA, what string, uris ...string) {
 		t.Helper()
 		before := app.accepted.Load()
-		got, err := hboneEcho(uris, "let me in")
+		got, err := hboneEcho(ca, uris, "let me in")
 		if err == nil {
 			t.Errorf("%s (SANs %q): the application echoed %q; want the tunnel refused", what, uris, got)
 			return
@@ -101,6 +101,10 @@ func TestHostileClientCertificates(t *testing.T) {
 		}
 		t.Logf("%s (SANs %q) refused: %v", what, uris, err)
 	}
+	refused := func(what string, uris ...string) {
+		t.Helper()
+		refusedFrom(ca, what, uris...)
+	}
 
 	refused("denied principal", atk)
 	waitLog(t, c, "node2", "explicitly denied by: default/deny-atk")
@@ -108,9 +112,10 @@ func TestHostileClientCertificates(t *testing.T) {
 	refused("denied principal before a foreign-trust-domain SAN", atk, foreign)
 	refused("SPIFFE SAN with a non-SPIFFE URI", good, "https://example.com/good")
 	refused("foreign trust domain only", foreign)
+	refusedFrom(newTestCA(t), "a good identity signed by a foreign CA", good)
 
 	// The proxy still serves: a direct client with one good identity, and the mesh.
-	if got, err := hboneEcho([]string{good}, "good"); err != nil || got != "good" {
+	if got, err := hboneEcho(ca, []string{good}, "good"); err != nil || got != "good" {
 		t.Errorf("direct HBONE client with identity %s after the refusals: %q, %v", good, got, err)
 	}
 	if err := tryEcho(client, appAddr.String(), "mesh"); err != nil {
@@ -144,6 +149,32 @@ func deniedOrRefused(err error) bool {
 type testbedCA struct {
 	cert *x509.Certificate
 	key  crypto.Signer
+}
+
+// newTestCA is a self-signed CA of its own, which the mesh does not trust.
+func newTestCA(t *testing.T) *testbedCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(7),
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testbedCA{cert: cert, key: key}
 }
 
 func loadTestbedCA(t *testing.T, c *testbed.Cluster) *testbedCA {

@@ -22,9 +22,17 @@
 // Each connection runs a read loop (which owns the frame reader and all protocol decisions), a writer
 // goroutine (which owns the frame writer, the HPACK encoder and the buffered socket writer) and a
 // keepalive goroutine. They share state through one mutex per connection, conn.mu. The read loop reads
-// DATA payloads straight into the receiving stream's buffer, and while a [Stream.WriteTo] into a TCP
-// socket waits with nothing buffered, the read loop writes payloads to that socket itself
-// (non-blocking). On the sending side, [Stream.WriteHeadroom] sends DATA frames built in the caller's
+// DATA payloads straight into the receiving stream's buffer, and while a [Stream.WriteTo] into a
+// [Sink] waits with nothing buffered, the read loop hands payloads to the sink itself (its TryWrite
+// never blocks; the relay package provides sinks over TCP sockets, so this package makes no system
+// calls of its own).
+//
+// # Resets
+//
+// A peer's RST_STREAM, whatever its code, is an error ([*StreamError], [StreamError.PeerReset]) for
+// Read, WriteTo and Write, after the data that came before it: a reset tunnel is a reset TCP
+// connection (RFC 9113 §8.5), never a clean end. [Stream.Abort] sends RST_STREAM(CONNECT_ERROR), the
+// form of a TCP reset; [Stream.Close] before both directions ended sends CANCEL. On the sending side, [Stream.WriteHeadroom] sends DATA frames built in the caller's
 // buffer without a copy, and the TLS records of one batch of frames leave with one socket write.
 //
 // [http2.Framer]: https://pkg.go.dev/golang.org/x/net/http2#Framer
