@@ -40,9 +40,9 @@ var h2specSkips = map[string]string{
 	"http2/8.1.2.6/2": "content-length checks need a request body the server reads; it answers a POST with 400 and resets the stream before the DATA (CONNECT tunnels carry no message content)",
 }
 
-// h2specKnownBugs lists cases that fail because of protocol bugs in files outside this test's
-// owner's remit (read.go, request.go), with the fix. The test fails if one of them passes, so that
-// the list shrinks as they are fixed; they are not skips: each is a real non-conformance.
+// h2specKnownBugs lists cases known to fail because of a protocol bug not fixed yet, with the fix
+// (none now). The test fails if one of them passes, so that the list shrinks as they are fixed;
+// they are not skips: each is a real non-conformance.
 var h2specKnownBugs = map[string]string{}
 
 // h2specCase is one h2spec test case with its id ("http2/6.9.1/2").
