@@ -115,6 +115,23 @@ func rulesOnly(s string) string {
 	return b.String()
 }
 
+// dialAccepted dials dst from ns with o and waits for ln to accept the connection, failing the test
+// with notThere if it does not; it returns both ends, closed when the test ends.
+func dialAccepted(t *testing.T, ctx context.Context, ns *redirect.NetNS, dst string, o redirect.SocketOptions, ln net.Listener, notThere string) (net.Conn, net.Conn) {
+	t.Helper()
+	c, err := ns.Dial(ctx, "tcp", dst, o)
+	if err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	got, err := accept(t, ln, 5*time.Second)
+	if err != nil {
+		t.Fatalf("%s: %v", notThere, err)
+	}
+	t.Cleanup(func() { got.Close() })
+	return c, got
+}
+
 // accept waits up to d for one connection on ln.
 func accept(t *testing.T, ln net.Listener, d time.Duration) (net.Conn, error) {
 	t.Helper()
@@ -150,16 +167,7 @@ func TestRedirection(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("outbound redirected", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", "10.66.0.2:80", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, outbound, 5*time.Second)
-		if err != nil {
-			t.Fatalf("no connection on 15001: %v", err)
-		}
-		defer got.Close()
+		_, got := dialAccepted(t, ctx, pod.NS, "10.66.0.2:80", redirect.SocketOptions{}, outbound, "no connection on 15001")
 		dst, err := redirect.OriginalDst(got)
 		if err != nil {
 			t.Fatalf("OriginalDst: %v", err)
@@ -169,32 +177,14 @@ func TestRedirection(t *testing.T) {
 		}
 	})
 	t.Run("marked not redirected", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", "10.66.0.2:80", redirect.SocketOptions{Mark: 1337})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, server, 5*time.Second)
-		if err != nil {
-			t.Fatalf("marked connection did not reach the peer: %v", err)
-		}
-		got.Close()
+		dialAccepted(t, ctx, pod.NS, "10.66.0.2:80", redirect.SocketOptions{Mark: 1337}, server, "marked connection did not reach the peer")
 		if c2, err := accept(t, outbound, 100*time.Millisecond); err == nil {
 			c2.Close()
 			t.Errorf("marked connection was also redirected to 15001")
 		}
 	})
 	t.Run("inbound redirected", func(t *testing.T) {
-		c, err := peer.NS.Dial(ctx, "tcp", "10.66.0.1:8080", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, inbound, 5*time.Second)
-		if err != nil {
-			t.Fatalf("no connection on 15006: %v", err)
-		}
-		defer got.Close()
+		_, got := dialAccepted(t, ctx, peer.NS, "10.66.0.1:8080", redirect.SocketOptions{}, inbound, "no connection on 15006")
 		dst, err := redirect.OriginalDst(got)
 		if err != nil {
 			t.Fatalf("OriginalDst: %v", err)
@@ -204,16 +194,7 @@ func TestRedirection(t *testing.T) {
 		}
 	})
 	t.Run("hbone port not redirected", func(t *testing.T) {
-		c, err := peer.NS.Dial(ctx, "tcp", "10.66.0.1:15008", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, hbone, 5*time.Second)
-		if err != nil {
-			t.Fatalf("no connection on 15008: %v", err)
-		}
-		got.Close()
+		dialAccepted(t, ctx, peer.NS, "10.66.0.1:15008", redirect.SocketOptions{}, hbone, "no connection on 15008")
 	})
 }
 
@@ -237,16 +218,7 @@ func TestRedirectionIPv6(t *testing.T) {
 		{"inbound", peer.NS, "[fd66::1]:8080", inbound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := tc.from.Dial(ctx, "tcp", tc.dst, redirect.SocketOptions{})
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
-			defer c.Close()
-			got, err := accept(t, tc.ln, 5*time.Second)
-			if err != nil {
-				t.Fatalf("not redirected: %v", err)
-			}
-			defer got.Close()
+			_, got := dialAccepted(t, ctx, tc.from, tc.dst, redirect.SocketOptions{}, tc.ln, "not redirected")
 			dst, err := redirect.OriginalDst(got)
 			if err != nil {
 				t.Fatalf("OriginalDst: %v", err)
@@ -353,29 +325,11 @@ func TestRedirectionIPv6LinkLocal(t *testing.T) {
 		}
 	})
 	t.Run("proxy's marked connection", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", dst, redirect.SocketOptions{Mark: 1337})
-		if err != nil {
-			t.Fatalf("marked dial %s: %v", dst, err)
-		}
-		defer c.Close()
-		got, err := accept(t, peerSrv, 5*time.Second)
-		if err != nil {
-			t.Fatalf("marked connection did not reach the peer: %v", err)
-		}
-		defer got.Close()
+		c, got := dialAccepted(t, ctx, pod.NS, dst, redirect.SocketOptions{Mark: 1337}, peerSrv, "marked connection did not reach the peer")
 		roundTrip(t, c, got)
 	})
 	t.Run("app to its own link-local address", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", "["+podLL.String()+"%vtest0]:8080", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, app, 5*time.Second)
-		if err != nil {
-			t.Fatalf("not accepted by the app: %v", err)
-		}
-		got.Close()
+		dialAccepted(t, ctx, pod.NS, "["+podLL.String()+"%vtest0]:8080", redirect.SocketOptions{}, app, "not accepted by the app")
 	})
 }
 
@@ -426,41 +380,14 @@ func TestRefuseIPv6(t *testing.T) {
 		})
 	}
 	t.Run("proxy's marked connection", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", "["+peerLL.String()+"%vtest0]:80", redirect.SocketOptions{Mark: 1337})
-		if err != nil {
-			t.Fatalf("marked dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, peerSrv, 5*time.Second)
-		if err != nil {
-			t.Fatalf("marked connection did not reach the peer: %v", err)
-		}
-		defer got.Close()
+		c, got := dialAccepted(t, ctx, pod.NS, "["+peerLL.String()+"%vtest0]:80", redirect.SocketOptions{Mark: 1337}, peerSrv, "marked connection did not reach the peer")
 		roundTrip(t, c, got) // the replies (unmarked) get through too
 	})
 	t.Run("loopback", func(t *testing.T) {
-		c, err := pod.NS.Dial(ctx, "tcp", "[::1]:8080", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial [::1]:8080: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, app, 5*time.Second)
-		if err != nil {
-			t.Fatalf("loopback connection not accepted: %v", err)
-		}
-		got.Close()
+		dialAccepted(t, ctx, pod.NS, "[::1]:8080", redirect.SocketOptions{}, app, "loopback connection not accepted")
 	})
 	t.Run("IPv4 still captured", func(t *testing.T) {
-		c, err := peer.NS.Dial(ctx, "tcp", "10.66.0.1:8080", redirect.SocketOptions{})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer c.Close()
-		got, err := accept(t, inbound, 5*time.Second)
-		if err != nil {
-			t.Fatalf("IPv4 not redirected to 15006: %v", err)
-		}
-		got.Close()
+		dialAccepted(t, ctx, peer.NS, "10.66.0.1:8080", redirect.SocketOptions{}, inbound, "IPv4 not redirected to 15006")
 	})
 }
 
