@@ -102,6 +102,7 @@ type conn struct {
 	lastPeerID     uint32 // highest stream id the peer opened (server)
 	nextID         uint32 // next stream id we open (client)
 	reserved       int    // client: slots reserved by the pool, not yet opened
+	singleUse      bool   // client: close once the last stream is gone (ConnectOver)
 	activeHandlers int    // server: handler goroutines running
 	idleTimer      *time.Timer
 
@@ -351,6 +352,11 @@ func (c *conn) resetStreamLocked(s *Stream, code ErrCode, remote bool) {
 // and completes a graceful shutdown once the last stream is gone.
 func (c *conn) streamsChangedLocked() {
 	if c.err != nil || len(c.streams)+c.reserved > 0 {
+		return
+	}
+	if c.singleUse && !c.closing {
+		c.enqueueLocked(&writeItem{kind: wGoAway, code: ErrCodeNo, data: []byte("done")})
+		c.closeGracefullyLocked(&ConnError{Reason: "its one stream ended"})
 		return
 	}
 	if c.goAwaySent || c.goAwayRecv {
