@@ -89,8 +89,10 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 	if err != nil {
 		return w, err
 	}
-	if !ipsSet && w.Hostname == "" {
-		return w, d.fail(n, "workloadIps", "missing required field (or set hostname)")
+	if !ipsSet && w.Hostname == "" && w.NetworkGateway == nil {
+		// A workload without an address is reachable only through its network's gateway: the
+		// "split-horizon" workload istiod sends for a remote network (multinetwork-and-policy.md §1.1).
+		return w, d.fail(n, "workloadIps", "missing required field (or set hostname, or networkGateway for a workload behind a network gateway)")
 	}
 	w.Name = d.in.nameOf(w.UID, w.Name)
 	w.Services = d.in.serviceMap(w.Services)

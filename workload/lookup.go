@@ -49,6 +49,11 @@ func (s *Snapshot) ServiceByHost(namespace, hostname string) *Service {
 	return s.svcByKey[namespace+"/"+hostname]
 }
 
+// ServiceByHostname returns the service named hostname in whatever namespace (a canonical one
+// first, then the first in namespace/hostname order), or nil: how a network gateway resolves the
+// "hostname:port" authority of a double-HBONE tunnel.
+func (s *Snapshot) ServiceByHostname(hostname string) *Service { return s.svcByHost[hostname] }
+
 // WorkloadsOnNode returns the workloads on node, sorted by uid. The slice is shared: do not
 // modify it.
 func (s *Snapshot) WorkloadsOnNode(node string) []*Workload { return s.byNode[node] }

@@ -21,6 +21,7 @@ type Snapshot struct {
 	byIdent   map[identityKey][]*Workload // (namespace, service account) -> workloads, by uid
 	services  []*Service                  // sorted by hostname, then namespace
 	svcByKey  map[string]*Service         // "ns/hostname" -> service
+	svcByHost map[string]*Service         // hostname -> its service (canonical first, then key order)
 	svcByVIP  map[NetworkAddress]*Service // exact VIP -> preferred service
 	cidrVIPs  []cidrVIP                   // CIDR VIPs, most preferred first
 	policies  []*Policy                   // sorted by key
@@ -61,6 +62,7 @@ func NewSnapshot(workloads []*Workload, services []*Service, policies []*Policy)
 		byAddr:    make(map[string][]addrEntry),
 		services:  make([]*Service, 0, len(services)),
 		svcByKey:  make(map[string]*Service, len(services)),
+		svcByHost: make(map[string]*Service, len(services)),
 		svcByVIP:  make(map[NetworkAddress]*Service, len(services)),
 		policies:  make([]*Policy, 0, len(policies)),
 		polByKey:  make(map[string]*Policy, len(policies)),
@@ -315,6 +317,9 @@ func (s *Snapshot) indexServices() {
 	byKey := slices.Clone(s.services)
 	slices.SortFunc(byKey, func(a, b *Service) int { return strings.Compare(a.Key(), b.Key()) })
 	for _, svc := range byKey { // key order: on equal preference the first key wins
+		if cur, ok := s.svcByHost[svc.Hostname]; !ok || (svc.Canonical && !cur.Canonical) {
+			s.svcByHost[svc.Hostname] = svc
+		}
 		for _, v := range svc.VIPs {
 			if cur, ok := s.svcByVIP[v]; !ok || (svc.Canonical && !cur.Canonical) {
 				s.svcByVIP[v] = svc

@@ -15,7 +15,7 @@ import (
 // Field names follow the reference's access log (ztunnel-behavior.md §2.9).
 type connInfo struct {
 	Direction   string // "outbound" | "inbound"
-	Protocol    string // "HBONE" | "TCP"
+	Protocol    string // "HBONE" | "DOUBLEHBONE" | "TCP"
 	Src         netip.AddrPort
 	SrcWorkload *workload.Workload
 	SrcIdentity string
@@ -25,6 +25,7 @@ type connInfo struct {
 	DstService  string         // "ns/hostname" of the service the VIP belonged to
 	DstWorkload *workload.Workload
 	DstIdentity string
+	FromNetwork string // inbound: the client's network, when a network gateway relayed the tunnel
 	Start       time.Time
 
 	// DstSvc is the service the connection was for: outbound, the one whose VIP was dialed;
@@ -34,6 +35,11 @@ type connInfo struct {
 	// opened (see podProxy.opened); nil for connections refused before that, which are only
 	// logged.
 	opened *connSeries
+}
+
+// mutualTLS reports whether the connection is carried over mutual TLS (HBONE, single or double).
+func (ci *connInfo) mutualTLS() bool {
+	return ci.Protocol == "HBONE" || ci.Protocol == protocolDoubleHBONE
 }
 
 // view is how the connection appears in the admin dump.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ztunnel-go/ztunnel/redirect/zds"
 )
 
 // Config is the proxy's configuration. The zero value of each field means the default named
@@ -86,6 +88,16 @@ type Config struct {
 	ConnectTimeout     time.Duration // 10s, upstream dial timeout
 	SourceWorkloadWait time.Duration // 5s, how long a pod's connection waits for its workload to appear
 
+	// Mode is what the proxy is (PROXY_MODE): ModeShared, the node proxy of in-pod mode (the
+	// default), or ModeEastWestGateway, the gateway of a network for double-HBONE tunnels from other
+	// networks (gateway.go). WorkloadInfo is the gateway's own workload (PROXY_WORKLOAD_INFO,
+	// "namespace/name/serviceAccount"): its identity is the one the gateway presents.
+	Mode         string
+	WorkloadInfo zds.WorkloadInfo
+	// GatewayAddr is where the east-west gateway listens: empty is port 15008 on every address,
+	// dual-stack where IPv6 is available (no environment variable: for tests).
+	GatewayAddr string
+
 	// CertUnusedRelease is how long the certificate of an identity no enrolled pod or node-local
 	// workload holds is kept after its last use (CERT_UNUSED_RELEASE_TIMEOUT; 1h): then it is
 	// dropped instead of renewed.
@@ -124,6 +136,12 @@ type Config struct {
 	// ReadinessAddr is where /healthz/ready is served (":15021").
 	ReadinessAddr string
 }
+
+// Proxy modes (Config.Mode, PROXY_MODE).
+const (
+	ModeShared          = "shared"
+	ModeEastWestGateway = "east-west-gateway"
+)
 
 // Ports of the in-pod listeners (ztunnel-behavior.md §1). They are not configurable in the
 // reference either: the node agent's redirection rules name them.
@@ -292,8 +310,19 @@ func FromEnv(environ []string) (Config, error) {
 			c.LocalXDSMaxBytes = n
 		}
 	}
-	if mode := str("PROXY_MODE"); mode != "" && mode != "shared" {
-		errs = append(errs, fmt.Errorf("PROXY_MODE=%q: only \"shared\" (in-pod) mode is implemented", mode))
+	switch mode := str("PROXY_MODE"); mode {
+	case "", ModeShared:
+	case ModeEastWestGateway:
+		c.Mode = mode
+		info := str("PROXY_WORKLOAD_INFO")
+		parts := strings.Split(info, "/")
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+			errs = append(errs, fmt.Errorf("PROXY_WORKLOAD_INFO=%q: PROXY_MODE=%s needs the gateway's own workload as namespace/name/serviceAccount", info, mode))
+		} else {
+			c.WorkloadInfo = zds.WorkloadInfo{Namespace: parts[0], Name: parts[1], ServiceAccount: parts[2]}
+		}
+	default:
+		errs = append(errs, fmt.Errorf("PROXY_MODE=%q: want %q (the in-pod node proxy) or %q", mode, ModeShared, ModeEastWestGateway))
 	}
 	c.CACertFile, c.CAKeyFile = str("CA_CERT"), str("CA_KEY")
 	if (c.CACertFile == "") != (c.CAKeyFile == "") {

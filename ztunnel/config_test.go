@@ -85,6 +85,12 @@ func TestFromEnvValues(t *testing.T) {
 		c.MaxHandshakesPerSource != 8 || c.HandshakeTimeout != 3*time.Second || c.CertUnusedRelease != 10*time.Minute {
 		t.Errorf("parsed config = %+v", c)
 	}
+	g, err := FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "/x", "PROXY_MODE": "east-west-gateway",
+		"PROXY_WORKLOAD_INFO": "istio-system/eastwest-0/istio-eastwestgateway"}))
+	if err != nil || g.Mode != ModeEastWestGateway || g.WorkloadInfo.Namespace != "istio-system" ||
+		g.WorkloadInfo.Name != "eastwest-0" || g.WorkloadInfo.ServiceAccount != "istio-eastwestgateway" {
+		t.Errorf("gateway mode: %+v, %v", g, err)
+	}
 	l, err := FromEnv(envOf(map[string]string{"LOCAL_XDS_PATH": "/x", "LOCAL_XDS_MAX_BYTES": "1048576"}))
 	if err != nil || l.LocalXDSMaxBytes != 1<<20 {
 		t.Errorf("LOCAL_XDS_MAX_BYTES=1048576: %d, %v", l.LocalXDSMaxBytes, err)
@@ -105,6 +111,8 @@ func TestFromEnvErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"LOCAL_XDS_PATH": "a", "HTTP2_FRAME_SIZE": "99999999"}, []string{"HTTP2_FRAME_SIZE"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "CA_CERT": "x"}, []string{"CA_CERT and CA_KEY"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "PROXY_MODE": "dedicated"}, []string{"PROXY_MODE", "dedicated"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "PROXY_MODE": "east-west-gateway"}, []string{"PROXY_WORKLOAD_INFO"}},
+		{map[string]string{"LOCAL_XDS_PATH": "a", "PROXY_MODE": "east-west-gateway", "PROXY_WORKLOAD_INFO": "ns/name"}, []string{"PROXY_WORKLOAD_INFO", "ns/name"}},
 		{map[string]string{"XDS_ADDRESS": "istiod:15012", "LOCAL_XDS_PATH": "a"}, []string{"XDS_ADDRESS", "LOCAL_XDS_PATH"}},
 		{map[string]string{"XDS_ADDRESS": ""}, []string{"no workload source"}},
 		{map[string]string{"LOCAL_XDS_PATH": "a", "CA_CERT": "c", "CA_KEY": "k", "CA_ADDRESS": "istiod:15012"}, []string{"CA_ADDRESS", "CA_CERT"}},

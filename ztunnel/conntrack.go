@@ -27,7 +27,7 @@ type ConnView struct {
 	Src         string // client address
 	OriginalDst string // where the client was going ("" if unknown yet)
 	ActualDst   string // where the proxy connected ("" until it did)
-	Protocol    string // "TCP" | "HBONE"
+	Protocol    string // "TCP" | "HBONE" | "DOUBLEHBONE"
 }
 
 // connTracker holds a pod's live connections. It also ends them when the pod stops (endAll):

@@ -15,6 +15,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect"
 	"github.com/ztunnel-go/ztunnel/relay"
+	"github.com/ztunnel-go/ztunnel/workload"
 )
 
 // serveHBONE handles one CONNECT stream that arrived on the pod's port 15008:
@@ -125,22 +126,30 @@ func (pod *podProxy) checkInbound(ctx context.Context, r *hbone.Request, ci *con
 	if err != nil {
 		return http.StatusBadRequest, fmt.Errorf("bad :authority %q: %w", r.Authority, err)
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return http.StatusBadRequest, fmt.Errorf("hostname :authority %q is not supported without a waypoint", r.Authority)
-	}
-	ip = ip.Unmap()
-	// The tunnel was dialed to this pod's address; the target must be the same pod.
 	local := addrPort(r.LocalAddr).Addr()
-	if ip != local {
-		return http.StatusBadRequest, fmt.Errorf("target %s does not match the address the tunnel reached (%s)", ip, local)
-	}
-	ci.Dst = netip.AddrPortFrom(ip, port)
-	if illegalPort(port) {
-		return http.StatusServiceUnavailable, fmt.Errorf("refusing connection to proxy port %d (would loop)", port)
-	}
 	if h := hbone.ForwardedHost(r.Header.Get(hbone.HeaderForwarded)); h != "" {
 		ci.DstService = h
+	}
+	if fn := r.Header.Get(hbone.HeaderForwardedNetwork); fn != "" && fn != pod.p.cfg.Network {
+		ci.FromNetwork = fn // relayed by a network gateway: the TCP peer is the gateway, not the client
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		// The tunnel was dialed to this pod's address; the target must be the same pod.
+		if ip = ip.Unmap(); ip != local {
+			return http.StatusBadRequest, fmt.Errorf("target %s does not match the address the tunnel reached (%s)", ip, local)
+		}
+	} else {
+		// A service hostname (the inner tunnel of double HBONE, relayed by a network gateway): the
+		// target is this pod, on its port for that service port.
+		target, err := pod.hostnameTarget(ctx, local, host, port)
+		if err != nil {
+			return http.StatusServiceUnavailable, err
+		}
+		ci.DstService, port = host, target
+	}
+	ci.Dst = netip.AddrPortFrom(local, port)
+	if illegalPort(port) {
+		return http.StatusServiceUnavailable, fmt.Errorf("refusing connection to proxy port %d (would loop)", port)
 	}
 	if err := pod.admit(ctx, ci, tc, peer); err != nil {
 		if _, denied := err.(*policyError); denied {
@@ -150,6 +159,30 @@ func (pod *podProxy) checkInbound(ctx context.Context, r *hbone.Request, ci *con
 	}
 	ci.ActualDst = ci.Dst
 	return http.StatusOK, nil
+}
+
+// hostnameTarget is the port of this pod (reached at local) that a tunnel for host:port goes to: the
+// pod's own mapping of that port of the service named host, else the service's target port.
+func (pod *podProxy) hostnameTarget(ctx context.Context, local netip.Addr, host string, port uint16) (uint16, error) {
+	w, err := pod.ownWorkload(ctx, local)
+	if err != nil {
+		return 0, fmt.Errorf("unknown destination workload: %w", err)
+	}
+	snap := pod.p.store.Load()
+	for key, ports := range w.Services {
+		nh, err := workload.ParseNamespacedHostname(key)
+		if err != nil || nh.Hostname != host {
+			continue
+		}
+		if p := ports[port]; p != 0 {
+			return p, nil
+		}
+		if svc := snap.ServiceByHost(nh.Namespace, host); svc != nil && svc.Ports[port] != 0 {
+			return svc.Ports[port], nil
+		}
+		return 0, fmt.Errorf("service %s has no port %d for workload %s", key, port, w.UID)
+	}
+	return 0, fmt.Errorf("workload %s is not an endpoint of a service %q", w.UID, host)
 }
 
 // admit finds the pod's own workload (waiting briefly if the pod is newer than the config) and
@@ -172,7 +205,9 @@ func (pod *podProxy) admit(ctx context.Context, ci *connInfo, tc *trackedConn, p
 	}
 	ci.DstWorkload = dst
 	ci.DstIdentity = pod.identityString(dst)
-	ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
+	if ci.FromNetwork == "" { // a gateway's address says nothing about the client
+		ci.SrcWorkload = snap.WorkloadByAddr(pod.p.cfg.Network, ci.Src.Addr())
+	}
 	ci.DstSvc = guessInboundService(snap, dst, ci.DstService, ci.Dst.Port())
 	pod.opened(ci)
 	return authorize(snap, dst, c)

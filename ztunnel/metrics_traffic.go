@@ -104,7 +104,7 @@ func (p *Proxy) trafficLabels(ci *connInfo) trafficLabels {
 	if ci.Direction == "inbound" {
 		l.Reporter = reporterDestination
 	}
-	if ci.Protocol == "HBONE" {
+	if ci.mutualTLS() {
 		l.SecurityPolicy = securityMTLS
 		l.SourcePrincipal = ci.SrcIdentity
 	}
@@ -346,7 +346,7 @@ type seriesGen struct {
 // get returns the series of ci's labels, binding them on first use.
 func (c *seriesCache) get(p *Proxy, ci *connInfo) *connSeries {
 	k := seriesKey{src: ci.SrcWorkload, dst: ci.DstWorkload, svc: ci.DstSvc,
-		inbound: ci.Direction == "inbound", hbone: ci.Protocol == "HBONE"}
+		inbound: ci.Direction == "inbound", hbone: ci.mutualTLS()}
 	if k.hbone {
 		k.principal = ci.SrcIdentity
 	}

@@ -78,8 +78,7 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 		ci.DstService = svc.Key()
 	}
 	if target.Workload.Network != src.Network {
-		return nil, fmt.Errorf("destination %s is on network %q: cross-network (double HBONE) is not implemented yet",
-			target.Workload.Name, target.Workload.Network)
+		return pod.connectThroughGateway(ctx, ci, src, svc, target, dst)
 	}
 	ip, ok := pickIP(target.Workload, dst.Addr())
 	if !ok {
@@ -111,12 +110,7 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 	if svc != nil {
 		host = svc.Hostname
 	}
-	hdr := make(http.Header, 3)
-	hdr[canonicalForwarded] = []string{hbone.Forwarded(ci.Src, host)}
-	hdr[canonicalTraceparent] = []string{hbone.NewTraceparent()}
-	if b := pod.baggage(src); b != "" {
-		hdr[canonicalBaggage] = []string{b}
-	}
+	hdr := pod.connectHeaders(ci, src, host)
 	pod.opened(ci)
 	cctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
@@ -125,6 +119,18 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 		return nil, fmt.Errorf("HBONE connect to %s via %s: %w", upAddr, key.Dst, err)
 	}
 	return st, nil
+}
+
+// connectHeaders are the headers of an outbound CONNECT (ztunnel-behavior.md §2.2): forwarded
+// (with the service hostname, if any), a new traceparent, and the source's baggage.
+func (pod *podProxy) connectHeaders(ci *connInfo, src *workload.Workload, host string) http.Header {
+	hdr := make(http.Header, 4)
+	hdr[canonicalForwarded] = []string{hbone.Forwarded(ci.Src, host)}
+	hdr[canonicalTraceparent] = []string{hbone.NewTraceparent()}
+	if b := pod.baggage(src); b != "" {
+		hdr[canonicalBaggage] = []string{b}
+	}
+	return hdr
 }
 
 // ownWorkload is Proxy.sourceWorkload with the pod's own entry (found by its ZDS identity,
@@ -169,6 +175,10 @@ func (pod *podProxy) resolve(snap *workload.Snapshot, src *workload.Workload, ds
 			return upstream{}, svc, fmt.Errorf("service %s has no port %d", svc.Key(), dst.Port())
 		}
 		up, ok := selectEndpoint(snap, src, svc, dst.Port(), defaultRand)
+		if ok && pod.p.gateways.isDown(up.Workload) {
+			// Its network gateway failed lately: another gateway or endpoint, if there is one.
+			up, ok = selectEndpointAvoiding(snap, src, svc, dst.Port(), defaultRand, pod.p.gateways.isDown)
+		}
 		if !ok {
 			return upstream{}, svc, fmt.Errorf("no healthy upstream for service %s port %d%s", svc.Key(), dst.Port(), strictHint(svc))
 		}

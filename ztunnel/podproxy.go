@@ -36,6 +36,7 @@ type podProxy struct {
 	outbound, inbound, hboneLn net.Listener
 	hboneSrv                   *hbone.Server
 	pool                       *hbone.Pool
+	h2                         hbone.Config                // the HTTP/2 settings of its tunnels (and of inner double-HBONE tunnels)
 	conns                      connTracker                 // live connections: dumps, re-authorization, forced drain
 	lastBaggage                atomic.Pointer[baggageMemo] // outbound: see podProxy.baggage
 	lastPeer                   atomic.Pointer[peerMemo]    // inbound: see podProxy.peerOf
@@ -74,6 +75,7 @@ func startPod(p *Proxy, uid string, info zds.WorkloadInfo, ns *redirect.NetNS) (
 		MaxFrameSize: p.cfg.FrameSize,
 		Logger:       pod.log.With("component", "hbone"),
 	}
+	pod.h2 = h2
 	pod.pool = hbone.NewPool(hbone.PoolConfig{
 		Config:            h2,
 		MaxStreamsPerConn: p.cfg.PoolMaxStreams,

@@ -46,6 +46,43 @@ func selectEndpoint(snap *workload.Snapshot, src *workload.Workload, svc *worklo
 	return cs.ups[i], true
 }
 
+// selectEndpointAvoiding is selectEndpoint among the endpoints that avoid does not reject (picked
+// again, weighted by capacity, only among those); if avoid rejects them all it is selectEndpoint. It
+// is for the rare case where the first pick was rejected: it walks the candidates once.
+func selectEndpointAvoiding(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, svcPort uint16,
+	rnd randSource, avoid func(*workload.Workload) bool) (upstream, bool) {
+	cs := selections.get(snap, src, svc, svcPort)
+	var total uint64
+	for i, up := range cs.ups {
+		if !avoid(up.Workload) {
+			total += weightAt(cs, i)
+		}
+	}
+	if total == 0 {
+		return selectEndpoint(snap, src, svc, svcPort, rnd)
+	}
+	r := rnd(total)
+	for i, up := range cs.ups {
+		if avoid(up.Workload) {
+			continue
+		}
+		w := weightAt(cs, i)
+		if r < w {
+			return up, true
+		}
+		r -= w
+	}
+	return upstream{}, false // not reached: r < total
+}
+
+// weightAt is the capacity of cs.ups[i].
+func weightAt(cs *candidateSet, i int) uint64 {
+	if i == 0 {
+		return cs.cum[0]
+	}
+	return cs.cum[i] - cs.cum[i-1]
+}
+
 // candidate applies the filters of step 2 and computes the rank of step 3 for one endpoint.
 func candidate(snap *workload.Snapshot, src *workload.Workload, svc *workload.Service, ep *workload.Endpoint,
 	svcPort, svcTarget uint16, lb *workload.LoadBalancing, ranked bool) (*workload.Workload, int, bool) {

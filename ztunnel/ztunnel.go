@@ -38,6 +38,9 @@ type Proxy struct {
 	served    servedAddrs   // where the metrics and readiness servers listen
 
 	limits     *connLimits             // caps on the connections carried at once (limits.go)
+	gateways   gatewayHealth           // network gateways that failed lately (doublehbone.go)
+	gwMu       sync.Mutex              // guards gw
+	gw         *gateway                // in east-west gateway mode, set by Run
 	handshakes *hbone.HandshakeLimiter // caps on HBONE connections in their handshake, shared by every pod's server
 
 	// relay moves the bytes of every proxied connection (it parks the copies of idle ones);
@@ -156,6 +159,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return serveHTTP(gctx, "readiness", p.cfg.ReadinessAddr, p.ready, p.log.With("component", "readiness"), p.served.set("readiness"))
 	})
+	var gw *gateway
+	if p.cfg.Mode == ModeEastWestGateway {
+		gw = newGateway(p)
+		if err := gw.listen(); err != nil {
+			stop()
+			g.Wait()
+			return err
+		}
+		p.gwMu.Lock()
+		p.gw = gw
+		p.gwMu.Unlock()
+	}
 	client := &zds.Client{
 		Path:      p.cfg.InPodUDS,
 		Handler:   p.podEvents,
@@ -163,8 +178,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		OnConnect: p.ready.setZDS,
 	}
 	g.Go(func() error {
-		// Pods are only taken over once the workload config is complete, so that their first
-		// connections find their peers (the reference gates the same way).
+		// Pods (or the gateway's tunnels) are only taken once the workload config is complete, so
+		// that their first connections find their peers (the reference gates the same way).
 		if p.xds != nil {
 			p.log.Info("waiting for the first xDS push", "address", p.cfg.XDS.Address)
 			select {
@@ -174,6 +189,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 			case <-gctx.Done():
 				return nil
 			}
+		}
+		if gw != nil {
+			return gw.run(gctx)
 		}
 		return client.Run(gctx)
 	})
@@ -186,6 +204,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("draining", "deadline", p.cfg.TerminationDeadline)
 	drainCtx, cancel := context.WithTimeout(context.Background(), p.cfg.TerminationDeadline)
 	defer cancel()
+	if gw != nil {
+		gw.shutdown(drainCtx)
+	}
 	p.pods.drainAll(drainCtx)
 	p.log.Info("drained")
 	p.admin.finished() // a /quitquitquit waiting for the drain answers now
