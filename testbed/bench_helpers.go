@@ -42,10 +42,13 @@ func (c *Cluster) ProxyPID(nodeName string) int {
 // until every proxy loaded the result. It is for loading the proxies with many synthetic workloads
 // without creating pods. The entries are not checked here: a proxy that rejects them makes the
 // wait fail. The next config change (AddPod, AddService, WriteConfig, …) drops the extra entries.
-// Not available with Config.ControlPlane.
+// Not available with Config.ControlPlane or several networks.
 func (c *Cluster) WriteConfigExtra(ctx context.Context, extra []byte) error {
 	if c.istiod != nil {
 		return errors.New("write extra config: not available with a control plane (no local config)")
+	}
+	if c.netConfigPaths != nil {
+		return errors.New("write extra config: not available with several networks (one config per network)")
 	}
 	if err := c.writeMerged(extra); err != nil {
 		return fmt.Errorf("write extra config: %w", err)

@@ -38,6 +38,15 @@ func (c *Cluster) close() error {
 	for _, p := range pods {
 		p.stopServers()
 	}
+	for _, g := range c.gateways {
+		c.mu.Lock()
+		p := g.proc
+		g.proc = nil
+		c.mu.Unlock()
+		if p != nil {
+			p.Stop(3 * time.Second)
+		}
+	}
 	for _, n := range c.nodes {
 		if n.proxy != nil {
 			n.proxy.Stop(3 * time.Second)
@@ -54,6 +63,13 @@ func (c *Cluster) close() error {
 	for _, p := range pods {
 		if err := p.ns.Close(); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, g := range c.gateways {
+		if g.ns != nil {
+			if err := g.ns.Close(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	// Every namespace of the run, including half-built ones; pods ("<id>-n1p2") before nodes
@@ -76,6 +92,9 @@ func (c *Cluster) close() error {
 		}
 	} else if c.dir != "" {
 		files := []string{c.configPath, c.caCert, c.caKey}
+		for _, f := range c.netConfigPaths {
+			files = append(files, f)
+		}
 		for _, n := range c.nodes {
 			files = append(files, n.sockPath, n.tokenPath)
 		}

@@ -29,6 +29,11 @@ type Cluster struct {
 
 	// nodes is fixed after New; see node for which fields are mutable.
 	nodes []*node
+	// gateways is fixed after New; see gateway for which fields are mutable.
+	gateways []*gateway
+	// netConfigPaths are the per-network local config files of a multi-network cluster (by
+	// network), nil otherwise; fixed after New.
+	netConfigPaths map[string]string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -40,12 +45,14 @@ type Cluster struct {
 	// istiod is the fake istiod (Config.ControlPlane), nil otherwise. Set in New, then fixed.
 	istiod *Istiod
 
-	// mu guards pods, services, policies, lastHash, closed and the mutable node fields.
+	// mu guards pods, services, policies, lastHash, closed and the mutable node and gateway fields.
 	mu       sync.Mutex
 	pods     map[string]*Pod // by pod name; a nil value reserves a name while the pod is built
 	services map[string]serviceRecord
 	policies map[string]policyRecord // by "namespace/name"
-	lastHash string                  // SHA-256 of the last config written (local config mode)
+	// lastHash is the SHA-256 of the last config written (local config mode) per config key
+	// (configKey: "" for the shared file, else the network).
+	lastHash map[string]string
 	closed   bool
 }
 
@@ -87,7 +94,7 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		log.Warn("cleanup of earlier runs failed", "error", err)
 	}
 	c := &Cluster{cfg: cfg, log: log, ip: ipRunner{log: log}, pods: map[string]*Pod{}, services: map[string]serviceRecord{},
-		policies: map[string]policyRecord{}}
+		policies: map[string]policyRecord{}, lastHash: map[string]string{}}
 	if err := c.initState(); err != nil {
 		return nil, err
 	}
@@ -107,6 +114,11 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			return nil, err
 		}
 		c.istiod.Addr = istiodAddr(cfg.NodeSubnet)
+	} else if cfg.multiNetwork() {
+		c.netConfigPaths = map[string]string{}
+		for _, n := range cfg.networks() {
+			c.netConfigPaths[n] = filepath.Join(c.dir, "local-config-"+n+".yaml")
+		}
 	} else {
 		c.configPath = filepath.Join(c.dir, "local-config.yaml")
 	}
@@ -114,6 +126,17 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if err := c.buildNetwork(ctx); err != nil {
+		return nil, err
+	}
+	if len(cfg.Gateways) > 0 {
+		if err := c.addGateways(ctx); err != nil {
+			return nil, err
+		}
+		if err := c.WriteConfig(); err != nil { // now with the gateways' addresses
+			return nil, err
+		}
+	}
+	if err := c.isolateNetworks(ctx); err != nil {
 		return nil, err
 	}
 	if c.istiod != nil {
@@ -124,6 +147,9 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	if cfg.Ztunnel != "" {
 		if err := c.startProxies(ctx); err != nil {
+			return nil, err
+		}
+		if err := c.startGateways(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -268,8 +294,37 @@ func (c *Cluster) Dir() string { return c.dir }
 func (c *Cluster) CAFiles() (cert, key string) { return c.caCert, c.caKey }
 
 // ConfigPath returns the path of the proxies' shared local config; "" with Config.ControlPlane,
-// where there is none.
+// where there is none, and with several networks, where each has its own (NetworkConfigPath).
 func (c *Cluster) ConfigPath() string { return c.configPath }
+
+// NetworkConfigPath returns the path of the local config that the proxies and the gateway of
+// network load: the shared one (ConfigPath) on a single network, "" for an unknown network.
+func (c *Cluster) NetworkConfigPath(network string) string {
+	if c.netConfigPaths == nil {
+		if slices.Contains(c.cfg.networks(), network) {
+			return c.configPath
+		}
+		return ""
+	}
+	return c.netConfigPaths[network]
+}
+
+// configKey is the key of the config file that proxies on network load: "" for the shared file,
+// else the network.
+func (c *Cluster) configKey(network string) string {
+	if c.netConfigPaths == nil {
+		return ""
+	}
+	return network
+}
+
+// configFile is the path of the config file that proxies on network load.
+func (c *Cluster) configFile(network string) string {
+	if c.netConfigPaths == nil {
+		return c.configPath
+	}
+	return c.netConfigPaths[network]
+}
 
 // NodeNetNS returns the network namespace name of the named node ("" if none), for `ip netns exec`.
 func (c *Cluster) NodeNetNS(name string) string {

@@ -71,8 +71,11 @@ type Config struct {
 	// ControlPlane runs a fake istiod (see Istiod) instead of a local config file: the topology
 	// and policies are pushed to the proxies over delta xDS, and the proxies get their
 	// certificates from its CA (XDS_ADDRESS, CA_ADDRESS, AUTH_TOKEN; no LOCAL_XDS_PATH, CA_CERT,
-	// CA_KEY). False: the shared local config file and each proxy's built-in CA.
+	// CA_KEY). False: the shared local config file and each proxy's built-in CA. Not available
+	// with several networks.
 	ControlPlane bool
+	// Gateways asks for east-west gateways, at most one per network (see GatewaySpec). Nil: none.
+	Gateways []GatewaySpec
 }
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
@@ -103,6 +106,17 @@ func (c Config) withDefaults() Config {
 			c.Nodes[i].Cluster = DefaultClusterID
 		}
 	}
+	c.Gateways = append([]GatewaySpec(nil), c.Gateways...)
+	for i, g := range c.Gateways {
+		if g.Network != "" {
+			continue
+		}
+		for _, n := range c.Nodes {
+			if n.Name == g.Node {
+				c.Gateways[i].Network = n.Network
+			}
+		}
+	}
 	return c
 }
 
@@ -130,7 +144,7 @@ func (c Config) validate() error {
 		}
 		seen[n.Name] = true
 	}
-	return nil
+	return c.validateNetworks()
 }
 
 // nodeAddr is the address of node i (from 1) in the node subnet.

@@ -3,13 +3,14 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 )
 
 // WriteConfig publishes the current pods, services and policies to the proxies. In local config
-// mode it regenerates their shared local config and replaces the file atomically (temporary file +
-// rename); with Config.ControlPlane it converts them to xDS resources and has the fake istiod push
-// what changed. AddPod, DeletePod, AddService, SetPolicy and DeletePolicy call it; it is exported
+// mode it regenerates their shared local config (with several networks: every network's, see
+// NetworkConfigPath) and replaces the file atomically (temporary file + rename); with
+// Config.ControlPlane it converts them to xDS resources and has the fake istiod push what changed. AddPod, DeletePod, AddService, SetPolicy and DeletePolicy call it; it is exported
 // to force a rewrite, e.g. to exercise the proxies' reload.
 func (c *Cluster) WriteConfig() error {
 	c.cfgMu.Lock()
@@ -18,6 +19,9 @@ func (c *Cluster) WriteConfig() error {
 	if c.istiod != nil {
 		c.istiod.push(buildResources(pods, svcs, policies, nets))
 		return nil
+	}
+	if c.netConfigPaths != nil {
+		return c.publishNetworkConfigs(pods, svcs, policies)
 	}
 	data, err := renderConfig(pods, svcs, policies, nets)
 	if err != nil {
@@ -34,7 +38,27 @@ func (c *Cluster) publishConfigFile(data []byte) error {
 		return err
 	}
 	c.mu.Lock()
-	c.lastHash = hash
+	c.lastHash[""] = hash
+	c.mu.Unlock()
+	return nil
+}
+
+// publishNetworkConfigs renders and writes the config file of every network and remembers their
+// hashes for WaitConfigApplied. The caller holds cfgMu.
+func (c *Cluster) publishNetworkConfigs(pods []podRecord, svcs []serviceRecord, policies []policyRecord) error {
+	gws := c.gatewayRecords()
+	hashes := map[string]string{}
+	for network, path := range c.netConfigPaths {
+		data, err := renderNetworkConfig(network, pods, svcs, policies, gws)
+		if err != nil {
+			return fmt.Errorf("config of network %q: %w", network, err)
+		}
+		if hashes[network], err = writeFileAtomic(path, data); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	maps.Copy(c.lastHash, hashes)
 	c.mu.Unlock()
 	return nil
 }
@@ -52,9 +76,12 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 		return nil
 	}
 	c.mu.Lock()
-	hash := c.lastHash
+	hashes := maps.Clone(c.lastHash)
 	c.mu.Unlock()
-	what := fmt.Sprintf("config %.12s", hash)
+	what := fmt.Sprintf("config %.12s", hashes[""])
+	if c.netConfigPaths != nil {
+		what = "the networks' configs"
+	}
 	if c.istiod != nil {
 		what = "xDS config"
 	}
@@ -70,7 +97,7 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		behind, err := c.proxiesBehind(hash, settled == nil)
+		behind, err := c.proxiesBehind(hashes, settled == nil)
 		if err != nil {
 			return fmt.Errorf("wait for %s: %w", what, err)
 		}
@@ -94,10 +121,11 @@ func (c *Cluster) WaitConfigApplied(ctx context.Context) error {
 	}
 }
 
-// proxiesBehind returns the nodes whose proxy has not applied the config (with hash, in local
-// config mode) if check is set, or an error if a proxy exited or rejected the config. With
-// Config.ControlPlane an entry says why, e.g. "worker1 (no xDS stream)".
-func (c *Cluster) proxiesBehind(hash string, check bool) ([]string, error) {
+// proxiesBehind returns the nodes (and gateways) whose proxy has not applied the config (in local
+// config mode: the one of its config key in hashes) if check is set, or an error if a proxy exited
+// or rejected the config. With Config.ControlPlane an entry says why, e.g. "worker1 (no xDS
+// stream)". A stopped gateway is skipped.
+func (c *Cluster) proxiesBehind(hashes map[string]string, check bool) ([]string, error) {
 	var behind []string
 	for _, n := range c.nodes {
 		if n.proxy == nil {
@@ -119,12 +147,33 @@ func (c *Cluster) proxiesBehind(hash string, check bool) ([]string, error) {
 			}
 			continue
 		}
-		ok, err := n.proxy.loaded(hash)
+		ok, err := n.proxy.loaded(hashes[c.configKey(n.spec.Network)])
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
 			behind = append(behind, n.spec.Name)
+		}
+	}
+	for _, g := range c.gateways {
+		c.mu.Lock()
+		p := g.proc
+		c.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		if err := p.Exited(); err != nil {
+			return nil, err
+		}
+		if !check {
+			continue
+		}
+		ok, err := p.loaded(hashes[c.configKey(g.rec.Network)])
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			behind = append(behind, "gateway of "+g.rec.Network)
 		}
 	}
 	return behind, nil

@@ -30,14 +30,19 @@ type LocalConfig struct {
 
 // LocalWorkload is one entry of LocalConfig.Workloads.
 type LocalWorkload struct {
-	UID               string                       `yaml:"uid"`
-	Name              string                       `yaml:"name"`
-	Namespace         string                       `yaml:"namespace"`
-	ServiceAccount    string                       `yaml:"serviceAccount"`
-	TrustDomain       string                       `yaml:"trustDomain"`
-	WorkloadIPs       []string                     `yaml:"workloadIps"`
-	Protocol          string                       `yaml:"protocol"`
-	Node              string                       `yaml:"node"`
+	UID       string `yaml:"uid"`
+	Name      string `yaml:"name"`
+	Namespace string `yaml:"namespace"`
+	// ServiceAccount is left out when empty (the proxy reads "default"), as in istiod's
+	// split-horizon workloads.
+	ServiceAccount string `yaml:"serviceAccount,omitempty"`
+	TrustDomain    string `yaml:"trustDomain"`
+	// WorkloadIPs is always written; empty ([]) for a workload reached only through its
+	// NetworkGateway.
+	WorkloadIPs []string `yaml:"workloadIps"`
+	Protocol    string   `yaml:"protocol"`
+	// Node is left out when empty (workloads that are no pod of a node).
+	Node              string                       `yaml:"node,omitempty"`
 	Network           string                       `yaml:"network"`
 	ClusterID         string                       `yaml:"clusterId"`
 	Locality          *localLocality               `yaml:"locality,omitempty"`
@@ -46,6 +51,17 @@ type LocalWorkload struct {
 	CanonicalRevision string                       `yaml:"canonicalRevision,omitempty"`
 	Services          map[string]map[uint16]uint16 `yaml:"services,omitempty"`
 	AuthzPolicies     []string                     `yaml:"authorizationPolicies,omitempty"`
+	// Capacity is the workload's weight in endpoint selection; nil: left out (the proxy reads 1).
+	Capacity *uint32 `yaml:"capacity,omitempty"`
+	// NetworkGateway is the gateway that reaches the workload from other networks.
+	NetworkGateway *LocalGatewayAddress `yaml:"networkGateway,omitempty"`
+}
+
+// LocalGatewayAddress is a GatewayAddress of the local config: Destination is "<network>/<IP>"
+// or "<namespace>/<hostname>".
+type LocalGatewayAddress struct {
+	Destination   string `yaml:"destination"`
+	HBONEMTLSPort uint16 `yaml:"hboneMtlsPort"`
 }
 
 type localLocality struct {
@@ -62,6 +78,9 @@ type LocalService struct {
 	VIPs         []string          `yaml:"vips"`
 	Ports        map[uint16]uint16 `yaml:"ports"`
 	LoadBalancer *localLB          `yaml:"loadBalancer,omitempty"`
+	// SubjectAltNames are the identities of the service's endpoints, which a client verifies
+	// the inner TLS of double HBONE against. Nil: left out.
+	SubjectAltNames []string `yaml:"subjectAltNames,omitempty"`
 }
 
 type localLB struct {
@@ -143,55 +162,71 @@ func renderConfig(pods []podRecord, services []serviceRecord, policies []policyR
 		if p.OmitFromConfig {
 			continue
 		}
-		w := LocalWorkload{
-			UID:               p.UID(),
-			Name:              p.Name,
-			Namespace:         p.Namespace,
-			ServiceAccount:    p.ServiceAccount,
-			TrustDomain:       TrustDomain,
-			WorkloadIPs:       []string{p.IP.String()},
-			Protocol:          p.protocol(),
-			Node:              p.Node,
-			Network:           p.Network,
-			ClusterID:         p.Cluster,
-			Status:            "Healthy",
-			CanonicalName:     p.canonicalName(),
-			CanonicalRevision: p.canonicalRevision(),
-			Services:          p.Services,
-			AuthzPolicies:     p.Policies,
-		}
-		if p.Locality != (localLocality{}) {
-			l := p.Locality
-			w.Locality = &l
-		}
-		cfg.Workloads = append(cfg.Workloads, w)
+		cfg.Workloads = append(cfg.Workloads, podWorkload(p))
 	}
+	nets := distinctNetworks(networks)
+	for _, s := range services {
+		cfg.Services = append(cfg.Services, localService(s, nets))
+	}
+	cfg.Policies = renderPolicies(policies)
+	return encodeLocalConfig(cfg)
+}
+
+// podWorkload is the local config entry of a pod.
+func podWorkload(p podRecord) LocalWorkload {
+	w := LocalWorkload{
+		UID:               p.UID(),
+		Name:              p.Name,
+		Namespace:         p.Namespace,
+		ServiceAccount:    p.ServiceAccount,
+		TrustDomain:       TrustDomain,
+		WorkloadIPs:       []string{p.IP.String()},
+		Protocol:          p.protocol(),
+		Node:              p.Node,
+		Network:           p.Network,
+		ClusterID:         p.Cluster,
+		Status:            "Healthy",
+		CanonicalName:     p.canonicalName(),
+		CanonicalRevision: p.canonicalRevision(),
+		Services:          p.Services,
+		AuthzPolicies:     p.Policies,
+	}
+	if p.Locality != (localLocality{}) {
+		l := p.Locality
+		w.Locality = &l
+	}
+	return w
+}
+
+// localService is the local config entry of a service, its VIP on each of nets.
+func localService(s serviceRecord, nets []string) LocalService {
+	ls := LocalService{
+		Name:      s.Name,
+		Namespace: s.Namespace,
+		Hostname:  s.Hostname(),
+		Ports:     s.Ports,
+	}
+	for _, n := range nets {
+		ls.VIPs = append(ls.VIPs, n+"/"+s.VIP.String())
+	}
+	if len(s.RoutingPreferences) > 0 || s.Mode != "" {
+		ls.LoadBalancer = &localLB{RoutingPreferences: s.RoutingPreferences, Mode: s.Mode}
+		if ls.LoadBalancer.RoutingPreferences == nil {
+			ls.LoadBalancer.RoutingPreferences = []string{}
+		}
+	}
+	return ls
+}
+
+// encodeLocalConfig sorts the workloads and services of cfg by namespace and name (so the output
+// is deterministic) and encodes it as YAML.
+func encodeLocalConfig(cfg LocalConfig) ([]byte, error) {
 	slices.SortFunc(cfg.Workloads, func(a, b LocalWorkload) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	nets := distinctNetworks(networks)
-	for _, s := range services {
-		ls := LocalService{
-			Name:      s.Name,
-			Namespace: s.Namespace,
-			Hostname:  s.Hostname(),
-			Ports:     s.Ports,
-		}
-		for _, n := range nets {
-			ls.VIPs = append(ls.VIPs, n+"/"+s.VIP.String())
-		}
-		if len(s.RoutingPreferences) > 0 || s.Mode != "" {
-			ls.LoadBalancer = &localLB{RoutingPreferences: s.RoutingPreferences, Mode: s.Mode}
-			if ls.LoadBalancer.RoutingPreferences == nil {
-				ls.LoadBalancer.RoutingPreferences = []string{}
-			}
-		}
-		cfg.Services = append(cfg.Services, ls)
-	}
 	slices.SortFunc(cfg.Services, func(a, b LocalService) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	cfg.Policies = renderPolicies(policies)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

@@ -42,7 +42,7 @@ func (c *Cluster) startProxies(ctx context.Context) error {
 			}
 			env = append(env, c.istiod.nodeEnv(n, n.tokenPath)...)
 		} else {
-			env = append(env, "LOCAL_XDS_PATH="+c.configPath, "XDS_ADDRESS=", "CA_CERT="+c.caCert, "CA_KEY="+c.caKey)
+			env = append(env, "LOCAL_XDS_PATH="+c.configFile(n.spec.Network), "XDS_ADDRESS=", "CA_CERT="+c.caCert, "CA_KEY="+c.caKey)
 		}
 		env = append(env, c.cfg.ExtraEnv...)
 		n.env, n.proxyGen = env, 1
@@ -194,11 +194,19 @@ func parseLoadedLine(line string) (string, bool) {
 	return "", false
 }
 
-// writeProxyLogTails prints the last n lines of every proxy's log.
+// writeProxyLogTails prints the last n lines of every proxy's and gateway's log.
 func (c *Cluster) writeProxyLogTails(w io.Writer, n int) {
 	for _, nd := range c.nodes {
 		if nd.proxy != nil {
 			fmt.Fprintf(w, "--- last lines of the proxy log of %s (%s):\n%s\n", nd.spec.Name, nd.logPath, nd.proxy.LogTail(n))
+		}
+	}
+	for _, g := range c.gateways {
+		c.mu.Lock()
+		p := g.proc
+		c.mu.Unlock()
+		if p != nil {
+			fmt.Fprintf(w, "--- last lines of the log of the gateway of %s (%s):\n%s\n", g.rec.Network, p.LogPath, p.LogTail(n))
 		}
 	}
 }
