@@ -17,6 +17,7 @@ import (
 // each outer authority and how the outer stream ended.
 type testGateway struct {
 	addr        string
+	srv         *Server
 	mu          sync.Mutex
 	authorities []string
 	ends        []error // the outer stream's read end: nil for END_STREAM
@@ -58,6 +59,7 @@ func startTestGateway(t *testing.T, pki *testPKI, inner string) *testGateway {
 		g.mu.Unlock()
 	})}
 	g.addr = startServer(t, srv).String()
+	g.srv = srv
 	return g
 }
 

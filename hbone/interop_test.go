@@ -69,26 +69,62 @@ func TestInteropXNetClient(t *testing.T) {
 func TestInteropXNetServer(t *testing.T) {
 	checkLeaks(t)
 	pki := newTestPKI(t)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect || r.Host == "10.0.0.1:403" {
-			w.WriteHeader(http.StatusForbidden)
-			return
+	addr := serveXNet(t, pki, xnetEcho)
+	pool, _ := testPool(t, pki, PoolConfig{})
+	defer pool.Close()
+	k := testKey(netipMust(addr))
+	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), k, "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer s.Close()
+	if got := s.ResponseHeader().Get("baggage"); got != "k8s.cluster.name=xnet" {
+		t.Errorf("response baggage %q", got)
+	}
+	payload := pattern(3, 1<<20)
+	go func() {
+		s.Write(payload)
+		s.CloseWrite()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil || len(got) != len(payload) || string(got) != string(payload) {
+		t.Errorf("echo: %d bytes, %v; want %d bytes intact", len(got), err, len(payload))
+	}
+
+	_, err = pool.Connect(ctxTimeout(t, 5*time.Second), k, "10.0.0.1:403", nil)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != 403 {
+		t.Errorf("Connect = %v, want StatusError 403", err)
+	}
+}
+
+// xnetEcho is an x/net HTTP/2 CONNECT handler that echoes the tunnel until its end, with a baggage
+// response header (403 for non-CONNECT requests and for authority 10.0.0.1:403).
+var xnetEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect || r.Host == "10.0.0.1:403" {
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Baggage", "k8s.cluster.name=xnet")
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			w.Write(buf[:n])
+			w.(http.Flusher).Flush()
 		}
-		w.Header().Set("Baggage", "k8s.cluster.name=xnet")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := r.Body.Read(buf)
-			if n > 0 {
-				w.Write(buf[:n])
-				w.(http.Flusher).Flush()
-			}
-			if err != nil {
-				return // returning ends our direction with END_STREAM
-			}
+		if err != nil {
+			return // returning ends our direction with END_STREAM
 		}
-	})
+	}
+})
+
+// serveXNet serves h with x/net's http2.Server over TLS (pki's server config, ALPN h2) on
+// loopback until the end of the test, and returns its address.
+func serveXNet(t *testing.T, pki *testPKI, h http.Handler) string {
+	t.Helper()
 	cfg := pki.server.Clone()
 	cfg.NextProtos = []string{"h2"}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
@@ -114,35 +150,9 @@ func TestInteropXNetServer(t *testing.T) {
 			}()
 		}
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		ln.Close()
 		<-serveDone
-	}()
-
-	pool, _ := testPool(t, pki, PoolConfig{})
-	defer pool.Close()
-	k := testKey(netipMust(ln.Addr().String()))
-	s, err := pool.Connect(ctxTimeout(t, 5*time.Second), k, "10.0.0.1:80", nil)
-	if err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	defer s.Close()
-	if got := s.ResponseHeader().Get("baggage"); got != "k8s.cluster.name=xnet" {
-		t.Errorf("response baggage %q", got)
-	}
-	payload := pattern(3, 1<<20)
-	go func() {
-		s.Write(payload)
-		s.CloseWrite()
-	}()
-	got, err := io.ReadAll(s)
-	if err != nil || len(got) != len(payload) || string(got) != string(payload) {
-		t.Errorf("echo: %d bytes, %v; want %d bytes intact", len(got), err, len(payload))
-	}
-
-	_, err = pool.Connect(ctxTimeout(t, 5*time.Second), k, "10.0.0.1:403", nil)
-	var se *StatusError
-	if !errors.As(err, &se) || se.Code != 403 {
-		t.Errorf("Connect = %v, want StatusError 403", err)
-	}
+	})
+	return ln.Addr().String()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ztunnel-go/ztunnel/certs"
 	"github.com/ztunnel-go/ztunnel/hbone"
 	"github.com/ztunnel-go/ztunnel/redirect/zds"
+	istiohbone "istio.io/istio/pkg/hbone"
 )
 
 // gatewayConfig: helloworld has an endpoint on the gateway's network (dest, 127.0.0.2) and one
@@ -229,4 +230,41 @@ type testLogWriter struct{ t *testing.T }
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestGatewayInteropIstioDialer: istio's Go double-HBONE dialer (istio.io/istio/pkg/hbone), with
+// mesh certificates, through our east-west gateway to the destination.
+func TestGatewayInteropIstioDialer(t *testing.T) {
+	h := startGatewayHarness(t)
+	client := h.issue(t, "default", "sleep")
+	gwID := certs.Identity{TrustDomain: "cluster.local", Namespace: "istio-system", ServiceAccount: "istio-eastwestgateway"}
+	destID := certs.Identity{TrustDomain: "cluster.local", Namespace: "sample", ServiceAccount: "helloworld"}
+	outer := certs.ClientTLSConfig(client, []certs.Identity{gwID})
+	outer.NextProtos = []string{"h2"}
+	inner := certs.ClientTLSConfig(client, []certs.Identity{destID})
+	inner.NextProtos = []string{"h2"}
+	d := istiohbone.NewDoubleDialer(
+		istiohbone.Config{ProxyAddress: h.addr.String(), TLS: outer},
+		istiohbone.Config{ProxyAddress: "dest:15008", TLS: inner},
+		inner)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", "helloworld.sample.svc.cluster.local:5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := []byte("hello from istio's dialer")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo through our gateway: %q, %v", got, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.peers) != 1 || h.peers[0] != "spiffe://cluster.local/ns/default/sa/sleep" {
+		t.Errorf("the destination saw client identities %q, want the client's own", h.peers)
+	}
 }
