@@ -31,6 +31,7 @@ workloads:
   namespace: sample
   serviceAccount: helloworld
   network: network2
+  node: node2
   workloadIps: ["127.0.0.2"]
   protocol: HBONE
   services:
@@ -62,6 +63,7 @@ services:
 // destination HBONE server at dest's address (127.0.0.2:15008) that records the client identity
 // it sees and echoes.
 type gatewayHarness struct {
+	p        *Proxy
 	addr     netip.AddrPort
 	ca       *certs.LocalCA
 	mu       sync.Mutex
@@ -108,7 +110,7 @@ func startGatewayHarness(t *testing.T) *gatewayHarness {
 
 	p, err := New(Config{
 		LocalXDS: gatewayConfig, CACertFile: caCert, CAKeyFile: caKey, Network: "network2",
-		Mode: ModeEastWestGateway, GatewayAddr: "127.0.0.1:0",
+		Mode: ModeEastWestGateway, GatewayAddr: "127.0.0.1:0", NodeName: "node2",
 		WorkloadInfo: zds.WorkloadInfo{Namespace: "istio-system", Name: "eastwest-0", ServiceAccount: "istio-eastwestgateway"},
 		AdminAddr:    "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", ReadinessAddr: "127.0.0.1:0",
 		TerminationDeadline: time.Second,
@@ -132,7 +134,7 @@ func startGatewayHarness(t *testing.T) *gatewayHarness {
 		return p.gw != nil && p.gw.ln != nil && p.gw.srv != nil
 	})
 	p.gwMu.Lock()
-	h.addr = addrPort(p.gw.ln.Addr())
+	h.addr, h.p = addrPort(p.gw.ln.Addr()), p
 	p.gwMu.Unlock()
 	return h
 }
@@ -266,5 +268,22 @@ func TestGatewayInteropIstioDialer(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.peers) != 1 || h.peers[0] != "spiffe://cluster.local/ns/default/sa/sleep" {
 		t.Errorf("the destination saw client identities %q, want the client's own", h.peers)
+	}
+}
+
+// The gateway holds no certificate but its own, not even for the workloads of its node: it must
+// never be able to read the inner tunnels it relays.
+func TestGatewayHoldsOnlyItsOwnCertificate(t *testing.T) {
+	h := startGatewayHarness(t)
+	if _, err := h.connect(t, "default", "sleep", "helloworld.sample.svc.cluster.local:5000"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a prefetch would have issued by now
+	var ids []string
+	for _, c := range h.p.certs.Dump() {
+		ids = append(ids, c.Identity)
+	}
+	if len(ids) != 1 || ids[0] != "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway" {
+		t.Errorf("the gateway holds certificates for %q, want only its own", ids)
 	}
 }

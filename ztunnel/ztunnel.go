@@ -147,7 +147,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer r.Close() // after the drain below: parked copies of closed pods were withdrawn
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.certs.Run(gctx) })
-	g.Go(func() error { return p.prefetchCerts(gctx) })
+	if p.cfg.Mode != ModeEastWestGateway { // a gateway needs only its own identity: never a destination's
+		g.Go(func() error { return p.prefetchCerts(gctx) })
+	}
 	g.Go(func() error { return p.releaseMemoryAfterChanges(gctx) })
 	if p.file != nil {
 		g.Go(func() error { return p.file.Run(gctx) })
