@@ -2,11 +2,13 @@
 //
 // Usage:
 //
-//	testbed [-ztunnel PATH] [-settle D] [-v] demo   run scenario S1 (locality failover); exit 0 only if it passes
-//	testbed [-ztunnel PATH] [-settle D] [-v] up     build the S1 topology and keep it until interrupted
+//	testbed [-ztunnel PATH] [-scenario S] [-settle D] [-v] demo   run a scenario; exit 0 only if it passes
+//	testbed [-ztunnel PATH] [-scenario S] [-settle D] [-v] up     build a scenario's topology and keep it until interrupted
 //	testbed [-v] [-all] down            remove the leftovers of earlier runs whose process is gone
 //
-// -ztunnel defaults to "ztunnel" in PATH. Needs root.
+// -scenario is s1 (locality failover, the default), s2 (two networks joined by east-west
+// gateways) or, for demo only, all (every scenario in turn). -ztunnel defaults to "ztunnel" in
+// PATH. Needs root.
 package main
 
 import (
@@ -14,10 +16,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/ztunnel-go/ztunnel/testbed"
@@ -27,6 +31,7 @@ func main() {
 	ztunnel := flag.String("ztunnel", "", `path of the proxy binary (default: "ztunnel" in PATH)`)
 	verbose := flag.Bool("v", false, "debug logging (every ip command)")
 	all := flag.Bool("all", false, "with down: also remove the namespaces of runs that left no state directory\n(e.g. tests killed by a timeout) when no process runs in them")
+	scenario := flag.String("scenario", "s1", "the scenario: s1 (locality failover), s2 (two networks, east-west gateways)\nor, with demo, all")
 	settle := flag.Duration("settle", 0, "after a config change, wait this `duration` instead of watching the proxy logs\nfor msg=\"local config loaded\" sha256=... (for proxies that do not log it)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags] demo|up|down\n", os.Args[0])
@@ -54,14 +59,24 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, command, testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}, *all); err != nil {
+	if err := run(ctx, command, *scenario, testbed.Config{Ztunnel: *ztunnel, Logger: logger, ConfigSettle: *settle}, *all); err != nil {
 		fmt.Fprintln(os.Stderr, "testbed:", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cmd string, cfg testbed.Config, sweep bool) error {
+// scenarios are the scenarios demo runs, in the order of -scenario all.
+var scenarios = []struct {
+	name string
+	run  func(context.Context, testbed.Config, io.Writer) error
+	up   func(context.Context, testbed.Config) error
+}{
+	{"s1", testbed.RunS1, upS1},
+	{"s2", testbed.RunS2, upS2},
+}
+
+func run(ctx context.Context, cmd, scenario string, cfg testbed.Config, sweep bool) error {
 	switch cmd {
 	case "down":
 		removed, err := testbed.Cleanup(ctx, "", cfg.Logger)
@@ -76,15 +91,52 @@ func run(ctx context.Context, cmd string, cfg testbed.Config, sweep bool) error 
 	default:
 		return fmt.Errorf("unknown command %q (want demo, up or down)", cmd)
 	}
+	var names []string
+	selected := scenarios[:0:0]
+	for _, s := range scenarios {
+		names = append(names, s.name)
+		if s.name == scenario || scenario == "all" && cmd == "demo" {
+			selected = append(selected, s)
+		}
+	}
+	if len(selected) == 0 {
+		want := strings.Join(names, ", ")
+		if cmd == "demo" {
+			want += " or all"
+		}
+		return fmt.Errorf("-scenario %q: want %s", scenario, want)
+	}
 	bin, err := findZtunnel(cfg.Ztunnel)
 	if err != nil {
 		return err
 	}
 	cfg.Ztunnel = bin
-	if cmd == "demo" {
-		return testbed.RunS1(ctx, cfg, os.Stdout)
+	if cmd == "up" {
+		return selected[0].up(ctx, cfg)
 	}
-	return up(ctx, cfg)
+	var failed []string
+	for _, s := range selected {
+		if len(selected) > 1 {
+			fmt.Printf("\n######## scenario %s\n", strings.ToUpper(s.name))
+		}
+		if err := s.run(ctx, cfg, os.Stdout); err != nil {
+			if len(selected) == 1 {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "testbed:", err)
+			failed = append(failed, strings.ToUpper(s.name))
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scenario(s) %s failed", strings.Join(failed, ", "))
+	}
+	if len(selected) > 1 {
+		fmt.Printf("\nall %d scenarios passed\n", len(selected))
+	}
+	return nil
 }
 
 // findZtunnel resolves the proxy binary.
@@ -99,8 +151,8 @@ func findZtunnel(path string) (string, error) {
 	return p, nil
 }
 
-// up builds the S1 topology, prints how to reach it and waits for an interrupt.
-func up(ctx context.Context, cfg testbed.Config) (err error) {
+// upS1 builds the S1 topology, prints how to reach it and waits for an interrupt.
+func upS1(ctx context.Context, cfg testbed.Config) (err error) {
 	s, err := testbed.BuildS1(ctx, cfg)
 	if err != nil {
 		return err
@@ -117,6 +169,37 @@ func up(ctx context.Context, cfg testbed.Config) (err error) {
 	}
 	fmt.Printf("\nTry:\n  ip netns exec %s curl -s http://%s:%d/hello\n", s.Client.NetNSName(), testbed.S1HelloworldVIP, testbed.HelloworldPort)
 	fmt.Printf("  ip netns exec %s curl -s http://%s:%d/hello\n", s.Client.NetNSName(), testbed.S1LocalVIP, testbed.HelloworldPort)
+	fmt.Println("\nPress Ctrl-C to tear down.")
+	<-ctx.Done()
+	return nil
+}
+
+// upS2 builds the S2 topology, prints how to reach it and waits for an interrupt.
+func upS2(ctx context.Context, cfg testbed.Config) (err error) {
+	s, err := testbed.BuildS2(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, s.Close()) }()
+	c := s.Cluster
+	fmt.Printf("S2 topology is up (run %s, work dir %s).\n\n", c.RunID(), c.Dir())
+	for _, n := range []string{testbed.S2Network1, testbed.S2Network2} {
+		fmt.Printf("network %s: config %s\n  gateway %s  netns %s  log %s\n", n, c.NetworkConfigPath(n),
+			c.GatewayIP(n), c.GatewayNetNS(n), c.GatewayLog(n))
+	}
+	fmt.Println()
+	for _, n := range []string{"c1-worker1", "c1-worker2", "c2-worker1", "c2-worker2"} {
+		fmt.Printf("node %-10s  netns %-12s  proxy log %s\n", n, c.NodeNetNS(n), c.ProxyLog(n))
+	}
+	fmt.Println()
+	for _, p := range c.Pods() {
+		fmt.Printf("pod %-30s %-12s on %-10s netns %s\n", p.Namespace()+"/"+p.Name(), p.IP(), p.Node(), p.NetNSName())
+	}
+	fmt.Println("\nTry:")
+	for _, cl := range []string{testbed.S2Cluster1, testbed.S2Cluster2} {
+		fmt.Printf("  ip netns exec %s curl -s %s\n", s.Clients[cl].NetNSName(), s.HelloURL())
+	}
+	fmt.Printf("  ip netns exec %s curl -s localhost:15000/config_dump\n", c.NodeNetNS("c1-worker1"))
 	fmt.Println("\nPress Ctrl-C to tear down.")
 	<-ctx.Done()
 	return nil
