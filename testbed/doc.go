@@ -11,6 +11,24 @@
 // Service VIPs (e.g. from 10.96.0.0/16) are routed nowhere: only the proxy's redirection makes them
 // answer.
 //
+// # Networks and east-west gateways
+//
+// When the nodes name several networks ([NodeSpec.Network]), pods of one network cannot reach the
+// pods or nodes of another: an iptables chain in every node drops what the node's pods send there
+// (and counts it), except packets to the other network's east-west gateway and that gateway's
+// replies (counted too; [Cluster.CrossNetworkCounters], [Cluster.ResetCrossNetworkCounters]). A
+// gateway ([Config.Gateways], at most one per network) is a pod-like namespace on a node of its
+// network with an address from the node's pod subnet, not enrolled; with proxies it runs the proxy
+// binary with PROXY_MODE=east-west-gateway and the identity istio-system/istio-eastwestgateway
+// ([Cluster.StopGateway], [Cluster.StartGateway]; log next to the node proxies', see
+// [Cluster.GatewayLog]). Each network then has a local config file of its own
+// ([Cluster.NetworkConfigPath]), loaded by its node proxies (NETWORK=<network>) and its gateway:
+// what istiod sends a cluster on that network — its own pods, the other networks' gateway
+// workloads, one split-horizon workload (no address, networkGateway, capacity) per service with
+// endpoints behind another network's gateway, service VIPs on its network and subjectAltNames of
+// every endpoint. Remote pods are not listed. A single-network cluster keeps one shared file.
+// Several networks are not available with [Config.ControlPlane].
+//
 // Every namespace, bridge and file carries a run ID (e.g. "ztb1a2b"); a state directory
 // (/run/ztunnel-testbed/<run ID>/ by default) records the owning process so that [Cleanup] can remove
 // the leftovers of a crashed run. [Cluster.Close] removes everything a run created.
@@ -20,8 +38,8 @@
 // When [Config.Ztunnel] names a proxy binary, [New] starts one proxy per node inside the node's
 // namespace and plays istio-cni for it: a ZDS server per node (the proxy connects to it through
 // INPOD_UDS) and, for each enrolled pod, the in-pod redirection rules plus the AddWorkload message
-// (see package redirect/nodeagent). The proxies share one local config file (LOCAL_XDS_PATH) that the
-// testbed regenerates from its model of pods and services after every change, and a CA generated once
+// (see package redirect/nodeagent). The proxies share one local config file (LOCAL_XDS_PATH; one per
+// network with several networks) that the testbed regenerates from its model of pods and services after every change, and a CA generated once
 // per run (CA_CERT, CA_KEY). After each change the testbed waits until every proxy logged
 // `msg="local config loaded"` with `sha256=<hex of the file>` (or, with Config.ConfigSettle, for a
 // fixed time), so a call that changes the config returns once the proxies use it.
@@ -48,7 +66,8 @@
 // [Pod] offers helloworld and echo servers and HTTP/TCP clients whose sockets are created inside the
 // pod's namespace, unmarked, so the pod's redirection applies to them as to a real application.
 //
-// RunS1 runs acceptance scenario S1 (locality failover) on a three-node cluster.
+// RunS1 runs acceptance scenario S1 (locality failover) on a three-node cluster; RunS2 runs S2 (two
+// networks joined by east-west gateways, double HBONE) on two two-node clusters.
 //
 // # Concurrency
 //

@@ -13,7 +13,8 @@ type ServiceSpec struct {
 	// Name and Namespace name the service. Required.
 	Name, Namespace string
 	// VIP is the service's virtual IP, e.g. from 10.96.0.0/16 (routed nowhere). Required. It is
-	// published on every node network.
+	// published on every node network (with several networks, each network's config file has it
+	// on that network).
 	VIP netip.Addr
 	// Ports maps service port -> target port. At least one.
 	Ports map[uint16]uint16
