@@ -271,6 +271,10 @@ func TestGatewayLifecycle(t *testing.T) {
 		if c.GatewayLog(network) != filepath.Join(c.Dir(), "gateway-"+network+".log") {
 			t.Errorf("gateway of %s logs to %q", network, c.GatewayLog(network))
 		}
+		// Recorded like the node proxies, so that Cleanup kills it after a crash.
+		if got, err := readIdent(filepath.Join(stateRoot, c.RunID(), proxyPrefix+"gw-"+network+".1")); err != nil || got != g.proc.ident {
+			t.Errorf("gateway of %s recorded as %v (%v), want %v", network, got, err, g.proc.ident)
+		}
 	}
 	svc := func(name, vip string) ServiceSpec {
 		return ServiceSpec{Name: name, Namespace: "ns", VIP: netip.MustParseAddr(vip), Ports: map[uint16]uint16{80: 80}}
