@@ -37,9 +37,8 @@ type LocalWorkload struct {
 	// split-horizon workloads.
 	ServiceAccount string `yaml:"serviceAccount,omitempty"`
 	TrustDomain    string `yaml:"trustDomain"`
-	// WorkloadIPs is always written; empty ([]) for a workload reached only through its
-	// NetworkGateway.
-	WorkloadIPs []string `yaml:"workloadIps"`
+	// WorkloadIPs is left out when empty: a workload reached only through its NetworkGateway.
+	WorkloadIPs []string `yaml:"workloadIps,omitempty"`
 	Protocol    string   `yaml:"protocol"`
 	// Node is left out when empty (workloads that are no pod of a node).
 	Node              string                       `yaml:"node,omitempty"`

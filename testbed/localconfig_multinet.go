@@ -90,7 +90,6 @@ func splitHorizonWorkload(g gatewayRecord, s serviceRecord, pods []podRecord) (L
 		Name:        uid,
 		Namespace:   s.Namespace,
 		TrustDomain: TrustDomain,
-		WorkloadIPs: []string{},
 		Protocol:    "HBONE",
 		Network:     g.Network,
 		ClusterID:   g.Cluster,
