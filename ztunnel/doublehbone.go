@@ -68,7 +68,7 @@ func (pod *podProxy) connectThroughGateway(ctx context.Context, ci *connInfo, sr
 		var se *hbone.StatusError
 		if !errors.As(err, &se) && ctx.Err() == nil {
 			pod.p.gateways.markDown(w.NetworkGateway.Destination())
-			err = errors.Join(errGatewayDown, err)
+			err = fmt.Errorf("%w: %w", errGatewayDown, err)
 		}
 		return nil, fmt.Errorf("double HBONE to %s: outer CONNECT to network gateway %s (%s): %w", authority, gw.addr, w.NetworkGateway.Destination(), err)
 	}
