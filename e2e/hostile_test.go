@@ -117,9 +117,12 @@ func TestHostileConnectTargets(t *testing.T) {
 		{name: "signed port", authority: pod + ":+8080", want: bad},
 		{name: "hex port", authority: pod + ":0x1f90", want: bad},
 		{name: "host:port:extra", authority: pod + ":8080:1", want: bad},
-		{name: "hostname", authority: "server.default.svc.cluster.local:8080", want: bad},
-		{name: "localhost", authority: "localhost:15000", want: bad},
-		{name: "IPv4 as an integer", authority: fmt.Sprint(ipv4Int(srv.IP())) + ":8080", want: bad},
+		// A hostname authority is the inner tunnel of double HBONE: it names a service of which the
+		// pod must be an endpoint, else there is no upstream (503, as the reference's
+		// find_inbound_upstream). None of these names a service of the pod.
+		{name: "hostname", authority: "server.default.svc.cluster.local:8080", want: unavailable},
+		{name: "localhost", authority: "localhost:15000", want: unavailable},
+		{name: "IPv4 as an integer", authority: fmt.Sprint(ipv4Int(srv.IP())) + ":8080", want: unavailable},
 		{name: "bracketed IPv4", authority: "[" + pod + "]:8080", want: bad},
 		{name: "unbracketed IPv6", authority: "::1:15000", want: bad},
 		{name: "unterminated bracket", authority: "[::1:15000", want: bad},
