@@ -27,6 +27,7 @@ type Snapshot struct {
 	policies  []*Policy                   // sorted by key
 	polByKey  map[string]*Policy          // "ns/name" -> policy
 	polByNS   map[string][]*Policy        // namespace -> Namespace-scoped policies; "" -> Global ones
+	traffic   *TrafficIndex               // DestinationRules and VirtualServices; nil: none
 }
 
 // addrEntry maps one IP of a network (the network is the key of its list) to the preferred

@@ -118,7 +118,10 @@ type Workload struct {
 	Locality Locality
 
 	Waypoint, NetworkGateway *GatewayAddress
-	ApplicationTunnel        *ApplicationTunnel
+	// Labels are the workload's Kubernetes labels where the source has them (a local config may
+	// list them; workload discovery does not carry them): see Label.
+	Labels            map[string]string
+	ApplicationTunnel *ApplicationTunnel
 	// AuthorizationPolicies are the "ns/name" keys of the WorkloadSelector policies that apply.
 	AuthorizationPolicies []string
 	// Services maps "ns/hostname" to this endpoint's service port -> target port mapping.
