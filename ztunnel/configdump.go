@@ -22,6 +22,9 @@ type configDump struct {
 	Config         configJSON                   `json:"config"`
 	Certificates   []certsJSON                  `json:"certificates"` // sorted by identity
 	WorkloadState  map[string]workloadStateJSON `json:"workloadState"`
+
+	// OutlierDetection is the outlier detector's state (not in the reference), by service, subset.
+	OutlierDetection []outlierClusterJSON `json:"outlierDetection"`
 }
 
 // staticConfigJSON echoes the local config (LOCAL_XDS_PATH or LOCAL_XDS); empty lists
@@ -47,6 +50,7 @@ func (p *Proxy) configDump() configDump {
 		Certificates:   dumpCerts(p.certs.Dump()),
 		WorkloadState:  p.pods.dumpPods(),
 	}
+	d.OutlierDetection = p.outliers.dump()
 	for _, w := range snap.Workloads() {
 		d.Workloads = append(d.Workloads, dumpLiveWorkload(w))
 	}

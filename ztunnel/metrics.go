@@ -74,6 +74,7 @@ func newProxyMetrics(p *Proxy, events *podEvents) *proxyMetrics {
 		build, m.podsStarted, m.podsStopped, active, pending,
 		&certCollector{certs: p.certs},
 		&limitsCollector{limits: p.limits, handshakes: p.handshakes},
+		&outlierCollector{d: p.outliers},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	if p.xds != nil {

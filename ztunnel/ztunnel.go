@@ -39,6 +39,7 @@ type Proxy struct {
 
 	limits     *connLimits             // caps on the connections carried at once (limits.go)
 	gateways   gatewayHealth           // network gateways that failed lately (doublehbone.go)
+	outliers   *outlierDetector        // passive outlier detection: hosts ejected after failures (outlier.go)
 	gwMu       sync.Mutex              // guards gw
 	gw         *gateway                // in east-west gateway mode, set by Run
 	handshakes *hbone.HandshakeLimiter // caps on HBONE connections in their handshake, shared by every pod's server
@@ -108,6 +109,7 @@ func New(cfg Config) (*Proxy, error) {
 		Logger: p.log.With("component", "certs")})
 	p.limits = newConnLimits(cfg, p.log)
 	p.handshakes = newHandshakeLimiter(cfg)
+	p.outliers = newOutlierDetector(time.Now)
 	p.pods = newPodManager(p)
 	p.admin = newAdminServer(p)
 	p.podEvents = &podEvents{m: p.pods}
@@ -151,6 +153,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		g.Go(func() error { return p.prefetchCerts(gctx) })
 	}
 	g.Go(func() error { return p.releaseMemoryAfterChanges(gctx) })
+	g.Go(func() error { return p.outliers.run(gctx) })
 	if p.file != nil {
 		g.Go(func() error { return p.file.Run(gctx) })
 	}
