@@ -1,6 +1,7 @@
 package ztunnel
 
 import (
+	"container/heap"
 	"context"
 	"math/bits"
 	"sync"
@@ -178,6 +179,7 @@ type outlierDetector struct {
 
 	mu       sync.Mutex
 	clusters map[clusterKey]*clusterState // guarded by mu
+	due      checkQueue                   // guarded by mu
 
 	ejectedSet atomic.Pointer[map[outlierKey]struct{}] // never nil; do not modify the map
 	gen        atomic.Uint64
@@ -213,11 +215,10 @@ func (d *outlierDetector) report(c clusterKey, p *workload.OutlierPolicy, hosts 
 	cs := d.clusters[c]
 	if cs == nil {
 		cs = &clusterState{src: p, settings: resolveOutlier(p), hosts: map[hostKey]*hostState{}}
-		cs.nextCheck = now.Add(cs.settings.interval)
 		d.clusters[c] = cs
-		d.wakeRun()
+		d.schedule(c, cs, now.Add(cs.settings.interval), true)
 	} else if cs.src != p {
-		d.setPolicy(cs, p, now)
+		d.setPolicy(c, cs, p, now)
 	}
 	hs := cs.hosts[h]
 	if hs == nil {
@@ -241,7 +242,7 @@ func (d *outlierDetector) report(c clusterKey, p *workload.OutlierPolicy, hosts 
 // past a new, lower threshold is set just under it: the next failure ejects (with Envoy's exact
 // equality it would never fire until a success reset it). A shorter interval takes effect now.
 // Called with d.mu held.
-func (d *outlierDetector) setPolicy(cs *clusterState, p *workload.OutlierPolicy, now time.Time) {
+func (d *outlierDetector) setPolicy(c clusterKey, cs *clusterState, p *workload.OutlierPolicy, now time.Time) {
 	cs.src = p
 	s := resolveOutlier(p)
 	if s == cs.settings {
@@ -259,8 +260,7 @@ func (d *outlierDetector) setPolicy(cs *clusterState, p *workload.OutlierPolicy,
 		clamp(&hs.consecutiveLocalOrigin, s.consecutiveLocalOrigin)
 	}
 	if next := now.Add(s.interval); next.Before(cs.nextCheck) {
-		cs.nextCheck = next
-		d.wakeRun()
+		d.schedule(c, cs, next, true)
 	}
 }
 
@@ -430,44 +430,84 @@ func (d *outlierDetector) run(ctx context.Context) error {
 // ejected has its backoff lowered by one. A host that is not ejected, whose backoff is spent and
 // that was not reported for forgetAfter is forgotten (its counters with it; a host that is still
 // there starts afresh), and a cluster without hosts with it: the state of endpoints that came
-// and went stays bounded.
+// and went stays bounded. The cost is that of the clusters due, not of all of them.
 func (d *outlierDetector) tick(now time.Time) (next time.Time, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	changed := false
-	for c, cs := range d.clusters {
-		if now.Before(cs.nextCheck) {
-			if !ok || cs.nextCheck.Before(next) {
-				next, ok = cs.nextCheck, true
-			}
-			continue
+	for len(d.due) > 0 && !now.Before(d.due[0].at) {
+		e := heap.Pop(&d.due).(dueCheck)
+		cs := d.clusters[e.c]
+		if cs == nil || !cs.nextCheck.Equal(e.at) {
+			continue // the cluster is gone or was rescheduled
 		}
-		for h, hs := range cs.hosts {
-			switch {
-			case hs.ejected:
-				if now.Sub(hs.ejectedAt) >= cs.settings.ejectionTime(hs.backoff) {
-					hs.ejected = false
-					hs.consecutive5xx, hs.consecutiveGateway, hs.consecutiveLocalOrigin = 0, 0, 0
-					cs.active--
-					changed = true
-				}
-			case hs.backoff > 0:
-				hs.backoff--
-			case now.Sub(hs.lastReport) >= d.forgetAfter:
-				delete(cs.hosts, h)
-			}
-		}
-		if len(cs.hosts) == 0 {
-			delete(d.clusters, c)
-			continue
-		}
-		cs.nextCheck = now.Add(cs.settings.interval)
-		if !ok || cs.nextCheck.Before(next) {
-			next, ok = cs.nextCheck, true
+		if d.check(e.c, cs, now) {
+			changed = true
 		}
 	}
 	if changed {
 		d.publish()
 	}
-	return next, ok
+	if len(d.due) == 0 {
+		return time.Time{}, false
+	}
+	return d.due[0].at, true // may be stale: then run wakes for nothing once
+}
+
+// check is one interval check of cluster c (see tick) and reports whether a host returned.
+// Called with d.mu held.
+func (d *outlierDetector) check(c clusterKey, cs *clusterState, now time.Time) (changed bool) {
+	for h, hs := range cs.hosts {
+		switch {
+		case hs.ejected:
+			if now.Sub(hs.ejectedAt) >= cs.settings.ejectionTime(hs.backoff) {
+				hs.ejected = false
+				hs.consecutive5xx, hs.consecutiveGateway, hs.consecutiveLocalOrigin = 0, 0, 0
+				cs.active--
+				changed = true
+			}
+		case hs.backoff > 0:
+			hs.backoff--
+		case now.Sub(hs.lastReport) >= d.forgetAfter:
+			delete(cs.hosts, h)
+		}
+	}
+	if len(cs.hosts) == 0 {
+		delete(d.clusters, c)
+		return changed
+	}
+	d.schedule(c, cs, now.Add(cs.settings.interval), false)
+	return changed
+}
+
+// schedule sets the next check of cluster c, and wakes run if asked to and the check is the
+// first due (run itself needs no waking). An entry of the queue for another time of the cluster
+// is stale and skipped when it comes up. Called with d.mu held.
+func (d *outlierDetector) schedule(c clusterKey, cs *clusterState, at time.Time, wake bool) {
+	cs.nextCheck = at
+	heap.Push(&d.due, dueCheck{at: at, c: c})
+	if wake && d.due[0].at.Equal(at) {
+		d.wakeRun()
+	}
+}
+
+// dueCheck is an interval check of cluster c due at at.
+type dueCheck struct {
+	at time.Time
+	c  clusterKey
+}
+
+// checkQueue is a min-heap of interval checks by time (container/heap).
+type checkQueue []dueCheck
+
+func (q checkQueue) Len() int           { return len(q) }
+func (q checkQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q checkQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *checkQueue) Push(x any)        { *q = append(*q, x.(dueCheck)) }
+func (q *checkQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = dueCheck{}
+	*q = old[:len(old)-1]
+	return e
 }

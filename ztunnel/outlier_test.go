@@ -259,6 +259,52 @@ func TestOutlierEjectionTimeAndBackoff(t *testing.T) {
 	}
 }
 
+// TestOutlierPerClusterIntervals checks that each cluster is checked at its own interval: a host
+// ejected for 1 s returns after 1 s in a cluster checked every second, after 7 s in one checked
+// every 7 s, and ejected again then, 7 s later.
+func TestOutlierPerClusterIntervals(t *testing.T) {
+	clock := newFakeClock()
+	start := clock.now()
+	d := newOutlierDetector(clock.now)
+	fast, slow := clusterKey{service: "ns/fast"}, clusterKey{service: "ns/slow"}
+	fastPolicy := &workload.OutlierPolicy{Consecutive5xx: 1, Interval: time.Second, BaseEjectionTime: time.Second}
+	slowPolicy := &workload.OutlierPolicy{Consecutive5xx: 1, Interval: 7 * time.Second, BaseEjectionTime: time.Second}
+	d.report(fast, fastPolicy, 10, hostA, outcomeConnectFailed, 0)
+	d.report(slow, slowPolicy, 10, hostA, outcomeConnectFailed, 0)
+	returned := map[string][]time.Duration{}
+	var checks []time.Duration
+	for range 15 {
+		next, ok := d.tick(clock.now())
+		if !ok {
+			t.Fatal("no check due")
+		}
+		clock.set(next)
+		checks = append(checks, clock.since(start))
+		wasFast, wasSlow := d.ejected(fast, hostA), d.ejected(slow, hostA)
+		d.tick(clock.now())
+		if wasFast && !d.ejected(fast, hostA) {
+			returned["fast"] = append(returned["fast"], clock.since(start))
+		}
+		if wasSlow && !d.ejected(slow, hostA) {
+			returned["slow"] = append(returned["slow"], clock.since(start))
+			if len(returned["slow"]) == 1 {
+				d.report(slow, slowPolicy, 10, hostA, outcomeConnectFailed, 0) // 2 s this time
+			}
+		}
+	}
+	var wantChecks []time.Duration
+	for i := 1; i <= 15; i++ {
+		wantChecks = append(wantChecks, time.Duration(i)*time.Second)
+	}
+	if diff := cmp.Diff(wantChecks, checks); diff != "" {
+		t.Errorf("check times (-want +got):\n%s", diff)
+	}
+	want := map[string][]time.Duration{"fast": {time.Second}, "slow": {7 * time.Second, 14 * time.Second}}
+	if diff := cmp.Diff(want, returned); diff != "" {
+		t.Errorf("returned after (-want +got):\n%s", diff)
+	}
+}
+
 // TestOutlierCountersWhileEjected checks that failures reported while a host is ejected go on
 // counting past the threshold without a second ejection, and that returning resets the counters.
 func TestOutlierCountersWhileEjected(t *testing.T) {
