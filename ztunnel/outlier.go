@@ -21,7 +21,7 @@ import (
 //     resets all three counters (record);
 //   - the state outlives configuration pushes (Envoy rebuilds a detector with its cluster), so a
 //     lowered threshold is applied to a counter already past it (setPolicy), and hosts that stop
-//     being reported are forgotten after a while (tick).
+//     being reported are forgotten after a while (check).
 
 // clusterKey identifies a group of hosts that share one outlier policy: a service's endpoints, or
 // a subset of them.
@@ -362,7 +362,9 @@ func (cs *clusterState) mayEject(hosts int) bool {
 	return 100*uint64(cs.active+1) <= cs.settings.maxEjectionPercent*uint64(max(hosts, 0))
 }
 
-// ejected reports whether h of c is ejected now. It neither locks nor allocates.
+// ejected reports whether h of c is ejected now: from the report that ejected it to the interval
+// check that returns it. It neither locks nor allocates. It does not know policies: a host stays
+// ejected under the policy it was last reported with, even if its cluster has none any more.
 func (d *outlierDetector) ejected(c clusterKey, h hostKey) bool {
 	set := *d.ejectedSet.Load()
 	if len(set) == 0 {
