@@ -154,39 +154,37 @@ func TestS2GatewayOutage(t *testing.T) {
 	if counts["v2"] > 0 {
 		t.Errorf("%d requests answered v2 while network2's gateway is down", counts["v2"])
 	}
-	if failed == 0 {
-		t.Error("no request failed: none was sent to the remote side with its gateway down (20 picks at 50%)")
+	// A connection sent to the remote side fails at the gateway before anything was sent, and is
+	// tried again on the local endpoint (issue 12): no request fails, and the client's proxy logs
+	// each retry with the error naming the gateway; after the first, the gateway is avoided.
+	if failed > 0 {
+		t.Errorf("%d requests failed; want none (retried on the local endpoint)", failed)
 	}
 	for i, o := range res {
-		if o.err != nil && o.elapsed > 10*time.Second {
-			t.Errorf("request %d failed after %v, want promptly (the proxy's connect timeout is 10s): %v", i+1, o.elapsed, o.err)
+		if o.elapsed > 10*time.Second {
+			t.Errorf("request %d took %v, want promptly (the proxy's connect timeout is 10s)", i+1, o.elapsed)
 		}
 	}
-	for i, o := range res[len(res)-10:] {
-		if o.err != nil {
-			t.Errorf("request %d of the last 10 failed (%v): the unreachable gateway should be avoided while local v1 can serve", i+11, o.err)
-		}
-	}
-	var logged []string
+	var retried []string
 	for range 40 {
 		after, _ := os.ReadFile(clientLog)
-		logged = nil
+		retried = nil
 		for l := range strings.SplitSeq(string(after[len(before):]), "\n") {
-			if strings.Contains(l, `msg="connection failed"`) {
-				logged = append(logged, l)
+			if strings.Contains(l, `msg="upstream connect failed, trying another endpoint"`) {
+				retried = append(retried, l)
 			}
 		}
-		if len(logged) >= failed {
+		if len(retried) > 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if len(logged) < failed {
-		t.Errorf("%d requests failed, the client's proxy logged %d failed connections", failed, len(logged))
+	if len(retried) == 0 {
+		t.Error("the client's proxy logged no retry: the first connection to the remote side should have failed at the gateway and been retried")
 	}
-	for _, l := range logged {
+	for _, l := range retried {
 		if !strings.Contains(l, "error=") || !strings.Contains(l, gw2) {
-			t.Errorf("failed connection logged without an error naming the gateway %s: %s", gw2, l)
+			t.Errorf("retry logged without an error naming the gateway %s: %s", gw2, l)
 		}
 	}
 	counts, failed = countVersions(getHello(ctx, t, s, client2, 10))

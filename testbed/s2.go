@@ -406,6 +406,15 @@ func (s *S2) runOutage(ctx context.Context, r *scenarioRun) error {
 	if counts["v2"] == 0 && counts["v1"] > 0 {
 		fmt.Fprintf(r.out, "   ok: %d answered v1 (local), %d failed promptly, none reached v2\n", counts["v1"], failed)
 	}
+	// A connection the client's proxy sent toward the dead gateway is tried again on the local
+	// endpoint before the client sees anything (issue 12): the proxy logs each such retry.
+	if retried := logLinesSince(clientLog, logStart, `msg="upstream connect failed, trying another endpoint"`); len(retried) > 0 {
+		l := retried[0]
+		if i := strings.Index(l, " error="); i >= 0 {
+			l = l[i+1:]
+		}
+		fmt.Fprintf(r.out, "   %d connection(s) retried on the local endpoint after the gateway failed: %s\n", len(retried), l)
+	}
 	if failed > 0 {
 		// Each failed request has its access-log line, with the error, in the client's proxy log.
 		var logged []string

@@ -31,6 +31,9 @@ type connInfo struct {
 	// DstSvc is the service the connection was for: outbound, the one whose VIP was dialed;
 	// inbound, the local workload's service the client named or whose port matches. nil if none.
 	DstSvc *workload.Service
+	// Attempts counts the endpoints an outbound connection to a service tried (more than one after
+	// a failed connect: see connectUpstream); the access log shows it when above one.
+	Attempts int
 	// opened holds the metric series of the labels from the moment the connection counted as
 	// opened (see podProxy.opened); nil for connections refused before that, which are only
 	// logged.
@@ -113,6 +116,9 @@ func appendConnAttrs(b []byte, ci *connInfo, res relay.Result, err error, now ti
 	}
 	b = appendTextAttr(b, " direction=", ci.Direction)
 	b = appendTextAttr(b, " protocol=", ci.Protocol)
+	if ci.Attempts > 1 {
+		b = strconv.AppendInt(append(b, " upstream.attempts="...), int64(ci.Attempts), 10)
+	}
 	b = strconv.AppendInt(append(b, " bytes_sent="...), res.Sent, 10)
 	b = strconv.AppendInt(append(b, " bytes_recv="...), res.Received, 10)
 	b = append(append(b, " duration="...), now.Sub(ci.Start).String()...)
@@ -144,7 +150,7 @@ func appendAddrAttr(b []byte, key string, a netip.AddrPort) []byte {
 // NewTextHandler's (JSON, tests): the same line as Logger.LogAttrs (our handlers never add
 // the source location), without walking the stack.
 func logConnRecord(h slog.Handler, ci *connInfo, res relay.Result, err error, now time.Time, level slog.Level, msg string) {
-	var buf [18]slog.Attr
+	var buf [19]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("src.addr", ci.Src.String()),
 		slog.String("dst.addr", ci.Dst.String()),
@@ -170,6 +176,11 @@ func logConnRecord(h slog.Handler, ci *connInfo, res relay.Result, err error, no
 	attrs = append(attrs,
 		slog.String("direction", ci.Direction),
 		slog.String("protocol", ci.Protocol),
+	)
+	if ci.Attempts > 1 {
+		attrs = append(attrs, slog.Int("upstream.attempts", ci.Attempts))
+	}
+	attrs = append(attrs,
 		slog.Int64("bytes_sent", res.Sent),
 		slog.Int64("bytes_recv", res.Received),
 		slog.Duration("duration", now.Sub(ci.Start)),

@@ -33,25 +33,25 @@ var errGatewayDown = errors.New("network gateway unreachable")
 // connectThroughGateway opens the double-HBONE tunnel to target, an endpoint of svc on another
 // network, for the connection ci from src to dst.
 func (pod *podProxy) connectThroughGateway(ctx context.Context, ci *connInfo, src *workload.Workload,
-	svc *workload.Service, target upstream, dst netip.AddrPort) (net.Conn, error) {
+	svc *workload.Service, target upstream, svcPort uint16) (net.Conn, error) {
 	w := target.Workload
 	if svc == nil {
 		return nil, fmt.Errorf("destination %s is on network %q: a workload on another network is reachable only through a service (the gateway routes on the service hostname)", w.UID, w.Network)
 	}
 	if w.NetworkGateway == nil {
-		return nil, fmt.Errorf("destination %s of service %s is on network %q and has no network gateway", w.UID, svc.Key(), w.Network)
+		return nil, &setupError{fmt.Errorf("destination %s of service %s is on network %q and has no network gateway", w.UID, svc.Key(), w.Network)}
 	}
 	if len(svc.SubjectAltNames) == 0 {
 		return nil, fmt.Errorf("service %s has no subject_alt_names: the remote endpoint of a double-HBONE tunnel could not be verified", svc.Key())
 	}
 	gw, err := pod.p.resolveGateway(pod.p.store.Load(), src, w.NetworkGateway)
 	if err != nil {
-		return nil, fmt.Errorf("destination %s on network %q: %w", w.UID, w.Network, err)
+		return nil, &setupError{fmt.Errorf("destination %s on network %q: %w", w.UID, w.Network, err)}
 	}
 	ci.Protocol = protocolDoubleHBONE
 	ci.SrcIdentity = pod.identityString(src)
 	ci.DstIdentity = svc.SubjectAltNames[0]
-	authority := svc.Hostname + ":" + strconv.Itoa(int(dst.Port()))
+	authority := svc.Hostname + ":" + strconv.Itoa(int(svcPort))
 	ci.HBONEAddr, ci.ActualDst = authority, gw.addr
 	hdr := pod.connectHeaders(ci, src, svc.Hostname)
 	outerKey := hbone.Key{
@@ -60,7 +60,6 @@ func (pod *podProxy) connectThroughGateway(ctx context.Context, ci *connInfo, sr
 		Dst:           gw.addr,
 		SrcIP:         ci.Src.Addr().Unmap(),
 	}
-	pod.opened(ci)
 	cctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
 	outer, err := pod.pool.Connect(cctx, outerKey, authority, hdr)
@@ -75,7 +74,7 @@ func (pod *podProxy) connectThroughGateway(ctx context.Context, ci *connInfo, sr
 	tlsCfg, err := pod.clientTLS(cctx, hbone.Key{SrcIdentity: ci.SrcIdentity, DstIdentities: identitySet(svc.SubjectAltNames)})
 	if err != nil {
 		outer.Close()
-		return nil, fmt.Errorf("double HBONE to %s: %w", authority, err)
+		return nil, fmt.Errorf("double HBONE to %s: %w", authority, err) // a localError
 	}
 	inner := hdr.Clone()
 	inner[canonicalForwardedNetwork] = []string{pod.p.cfg.Network}

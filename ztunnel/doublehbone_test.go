@@ -93,12 +93,12 @@ func TestDoubleHBONEBadGateways(t *testing.T) {
 		{"10.96.0.5", "a gateway behind another gateway would loop"},
 	} {
 		dst := netip.AddrPortFrom(netip.MustParseAddr(tc.vip), 80)
-		target, svc, err := pod.resolve(snap, src, dst)
+		sel, err := pod.resolve(snap, src, dst)
 		if err != nil {
 			t.Fatalf("%s: resolve: %v", tc.vip, err)
 		}
 		ci := &connInfo{Direction: "outbound", Src: netip.MustParseAddrPort("10.1.0.5:40000"), Dst: dst}
-		_, err = pod.connectThroughGateway(context.Background(), ci, src, svc, target, dst)
+		_, err = pod.connectThroughGateway(context.Background(), ci, src, sel.svc, sel.up, sel.port)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want an error saying %q", tc.vip, err, tc.want)
 		}

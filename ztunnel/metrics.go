@@ -26,6 +26,9 @@ type proxyMetrics struct {
 	// series caches the connection metrics' series by label set (metrics_traffic.go).
 	series seriesCache
 
+	// retries counts outbound attempts on another endpoint after a failed connect, by service.
+	retries *prometheus.CounterVec
+
 	// In-pod proxy lifecycle (workload_manager_*): see podEvents.
 	podsStarted, podsStopped prometheus.Counter
 }
@@ -49,6 +52,11 @@ func newProxyMetrics(p *Proxy, events *podEvents) *proxyMetrics {
 		Name: "istio_tcp_sockets_open", Help: "The current number of open TCP sockets (unstable)",
 	}, []string{"reporter"})
 
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ztunnel_upstream_retries_total",
+		Help: "Outbound connections tried again on another endpoint after a failed connect, by destination service (not in the reference)",
+	}, []string{"destination_service"})
+
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "istio_build", Help: "Istio component build info",
 	}, []string{"component", "tag"})
@@ -70,7 +78,7 @@ func newProxyMetrics(p *Proxy, events *podEvents) *proxyMetrics {
 	}, func() float64 { return float64(events.pendingCount()) })
 
 	m.reg.MustRegister(
-		m.opened, m.closed, m.failed, m.received, m.sent, m.sockets,
+		m.opened, m.closed, m.failed, m.received, m.sent, m.sockets, m.retries,
 		build, m.podsStarted, m.podsStopped, active, pending,
 		&certCollector{certs: p.certs},
 		&limitsCollector{limits: p.limits, handshakes: p.handshakes},

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,40 +57,111 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 	ci.SrcWorkload = src
 
 	snap := pod.p.store.Load()
-	target, svc, err := pod.resolve(snap, src, dst)
+	sel, err := pod.resolve(snap, src, dst)
 	if err != nil {
 		return nil, err
 	}
-	if target.Workload == nil && svc == nil && pod.p.demand(ctx, src.Network, dst.Addr()) {
+	if sel.up.Workload == nil && sel.svc == nil && pod.p.demand(ctx, src.Network, dst.Addr()) {
 		// Unknown here, but istiod may know it: the on-demand answer decides.
-		if target, svc, err = pod.resolve(pod.p.store.Load(), src, dst); err != nil {
+		if sel, err = pod.resolve(pod.p.store.Load(), src, dst); err != nil {
 			return nil, err
 		}
 	}
-	ci.DstSvc = svc
-	if target.Workload == nil {
+	ci.DstSvc = sel.svc
+	if sel.up.Workload == nil {
 		// Not a mesh destination: pass through to where the client was going.
 		ci.Protocol, ci.ActualDst = "TCP", dst
 		pod.opened(ci)
 		return pod.ns.DialAddrPort(ctx, "tcp", dst, pod.socketOptions(netip.AddrPort{}))
 	}
-	ci.DstWorkload = target.Workload
-	if svc != nil {
-		ci.DstService = svc.Key()
+	if sel.svc != nil {
+		ci.DstService = sel.svc.Key()
 	}
+	return pod.connectUpstream(ctx, ci, src, sel, dst)
+}
+
+// connectUpstream connects to the selected upstream. When that fails before anything was sent
+// (the connect was refused or timed out, the CONNECT was answered 5xx or reset), a service's
+// connection is tried again on another endpoint (the best level that has one not tried yet, see
+// nextUpstream), up to maxUpstreamAttempts in all: the client sees a failure only when every
+// attempt failed, and its bytes are neither lost nor sent twice since none were read yet. Every
+// outcome is reported to the outlier detector when the route has outlier detection.
+func (pod *podProxy) connectUpstream(ctx context.Context, ci *connInfo, src *workload.Workload, sel selection,
+	dst netip.AddrPort) (net.Conn, error) {
+	var triedBuf [maxUpstreamAttempts]*workload.Workload
+	tried := triedBuf[:0]
+	for {
+		ci.Attempts++
+		ci.DstWorkload = sel.up.Workload
+		conn, err := pod.connectTo(ctx, ci, src, sel, dst)
+		o, status, retry := classifyConnect(ctx, err)
+		if p := sel.plan; p != nil && p.outlier != nil && o != 0 {
+			pod.p.outliers.report(p.cluster, p.outlier, p.hosts, hostKey{uid: sel.up.Workload.UID, port: sel.up.Port}, o, status)
+		}
+		if err == nil {
+			pod.opened(ci)
+			return conn, nil
+		}
+		tried = append(tried, sel.up.Workload)
+		if retry && sel.svc != nil && len(tried) < maxUpstreamAttempts {
+			if next, ok := pod.nextUpstream(sel, src, tried); ok {
+				pod.log.Info("upstream connect failed, trying another endpoint", "src.addr", ci.Src.String(),
+					"dst.service", sel.svc.Key(), "failed", sel.up.Workload.UID, "next", next.Workload.UID, "error", err)
+				pod.p.countRetry(sel.svc)
+				sel.up = next
+				ci.Protocol, ci.ActualDst, ci.HBONEAddr, ci.DstIdentity = "", netip.AddrPort{}, "", ""
+				continue
+			}
+		}
+		if ci.Protocol != "" {
+			pod.opened(ci) // it got as far as connecting: a failed connection, not a refused one
+		}
+		if len(tried) > 1 {
+			err = fmt.Errorf("%w (after %d attempts on different endpoints)", err, len(tried))
+		}
+		return nil, err
+	}
+}
+
+// nextUpstream chooses the endpoint for another attempt: not one tried already and, if possible,
+// not behind a network gateway that failed lately.
+func (pod *podProxy) nextUpstream(sel selection, src *workload.Workload, tried []*workload.Workload) (upstream, bool) {
+	wasTried := func(w *workload.Workload) bool { return slices.Contains(tried, w) }
+	avoidAll := func(up upstream) bool { return wasTried(up.Workload) || pod.p.gateways.isDown(up.Workload) }
+	avoidTried := func(up upstream) bool { return wasTried(up.Workload) }
+	if sel.plan != nil {
+		if up, ok := sel.plan.pickAvoiding(pod.p.outliers, defaultRand, avoidAll); ok {
+			return up, true
+		}
+		return sel.plan.pickAvoiding(pod.p.outliers, defaultRand, avoidTried)
+	}
+	cs := selections.get(sel.snap, src, sel.svc, sel.port)
+	if up, ok := pickCandidateAvoiding(cs, defaultRand, avoidAll); ok {
+		return up, true
+	}
+	return pickCandidateAvoiding(cs, defaultRand, avoidTried)
+}
+
+// connectTo opens the connection to sel.up: HBONE to its node's proxy, double HBONE through its
+// network's gateway, or plain TCP to a workload outside the mesh's tunnels. It fills in ci; a
+// connection that got as far as connecting has ci.Protocol set.
+func (pod *podProxy) connectTo(ctx context.Context, ci *connInfo, src *workload.Workload, sel selection,
+	dst netip.AddrPort) (net.Conn, error) {
+	target, svc := sel.up, sel.svc
 	if target.Workload.Network != src.Network {
-		return pod.connectThroughGateway(ctx, ci, src, svc, target, dst)
+		return pod.connectThroughGateway(ctx, ci, src, svc, target, sel.port)
 	}
 	ip, ok := pickIP(target.Workload, dst.Addr())
 	if !ok {
-		return nil, fmt.Errorf("destination workload %s has no usable IP address", target.Workload.UID)
+		return nil, &setupError{fmt.Errorf("destination workload %s has no usable IP address", target.Workload.UID)}
 	}
 	upAddr := netip.AddrPortFrom(ip, target.Port)
 
 	if target.Workload.Protocol != workload.ProtocolHBONE {
 		ci.Protocol, ci.ActualDst = "TCP", upAddr
-		pod.opened(ci)
-		return pod.ns.DialAddrPort(ctx, "tcp", upAddr, pod.socketOptions(netip.AddrPort{}))
+		cctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
+		defer cancel()
+		return pod.ns.DialAddrPort(cctx, "tcp", upAddr, pod.socketOptions(netip.AddrPort{}))
 	}
 
 	ci.Protocol = "HBONE"
@@ -111,7 +183,6 @@ func (pod *podProxy) connectOutbound(ctx context.Context, c net.Conn, ci *connIn
 		host = svc.Hostname
 	}
 	hdr := pod.connectHeaders(ci, src, host)
-	pod.opened(ci)
 	cctx, cancel := context.WithTimeout(ctx, pod.p.cfg.ConnectTimeout)
 	defer cancel()
 	st, err := pod.pool.Connect(cctx, key, upAddr.String(), hdr)
@@ -162,32 +233,75 @@ func (pod *podProxy) identityString(w *workload.Workload) string {
 	return pod.p.identityOf(w).String()
 }
 
-// resolve maps the original destination to a mesh upstream. A zero target means "not in the
-// mesh": pass through. A service VIP with no endpoint left is an error, not a passthrough.
-func (pod *podProxy) resolve(snap *workload.Snapshot, src *workload.Workload, dst netip.AddrPort) (upstream, *workload.Service, error) {
+// selection is what resolve chose for a connection: the upstream to try first and, for a service,
+// what another attempt chooses from.
+type selection struct {
+	up   upstream
+	svc  *workload.Service // the service the connection is for, after routing; nil for a workload address
+	port uint16            // the port of svc the connection is for
+	plan *policyPlan       // the traffic-policy selection; nil when no policy names the service
+	snap *workload.Snapshot
+}
+
+// resolve maps the original destination to a mesh upstream. A zero upstream means "not in the
+// mesh": pass through. A service VIP with no endpoint left is an error, not a passthrough. A
+// service that traffic policy names is routed and selected by it (selpolicy.go), any other by the
+// reference's rules (select.go).
+func (pod *podProxy) resolve(snap *workload.Snapshot, src *workload.Workload, dst netip.AddrPort) (selection, error) {
 	network := src.Network
 	addr := dst.Addr().Unmap()
 	if svc := snap.ServiceByVIP(network, addr); svc != nil {
+		sel := selection{svc: svc, port: dst.Port(), snap: snap}
 		if svc.LoadBalancing != nil && svc.LoadBalancing.Mode == workload.LBModePassthrough {
-			return upstream{}, svc, nil
+			return sel, nil
 		}
 		if _, ok := svc.Ports[dst.Port()]; !ok {
-			return upstream{}, svc, fmt.Errorf("service %s has no port %d", svc.Key(), dst.Port())
+			return sel, fmt.Errorf("service %s has no port %d", svc.Key(), dst.Port())
 		}
-		up, ok := selectEndpoint(snap, src, svc, dst.Port(), defaultRand)
-		if ok && pod.p.gateways.isDown(up.Workload) {
-			// Its network gateway failed lately: another gateway or endpoint, if there is one.
-			up, ok = selectEndpointAvoiding(snap, src, svc, dst.Port(), defaultRand, pod.p.gateways.isDown)
+		r, routed, err := routePolicy(snap, svc, dst.Port(), defaultRand)
+		if err != nil {
+			return sel, err
+		}
+		var ok bool
+		if routed {
+			sel.svc, sel.port = r.svc, r.port
+			if _, has := r.svc.Ports[r.port]; !has {
+				return sel, fmt.Errorf("traffic policy routes %s port %d to %s port %d, which that service does not have",
+					svc.Key(), dst.Port(), r.svc.Key(), r.port)
+			}
+			sel.plan = policyPlans.get(snap, src, r)
+			sel.up, ok = sel.plan.pick(pod.p.outliers, defaultRand)
+			if ok && pod.p.gateways.isDown(sel.up.Workload) {
+				// Its network gateway failed lately: another gateway or endpoint, if there is one.
+				if up, found := sel.plan.pickAvoiding(pod.p.outliers, defaultRand, func(up upstream) bool {
+					return pod.p.gateways.isDown(up.Workload)
+				}); found {
+					sel.up = up
+				}
+			}
+		} else {
+			sel.up, ok = selectEndpoint(snap, src, svc, dst.Port(), defaultRand)
+			if ok && pod.p.gateways.isDown(sel.up.Workload) {
+				sel.up, ok = selectEndpointAvoiding(snap, src, svc, dst.Port(), defaultRand, pod.p.gateways.isDown)
+			}
 		}
 		if !ok {
-			return upstream{}, svc, fmt.Errorf("no healthy upstream for service %s port %d%s", svc.Key(), dst.Port(), strictHint(svc))
+			return sel, fmt.Errorf("no healthy upstream for service %s port %d%s%s", sel.svc.Key(), sel.port, strictHint(sel.svc), subsetHint(r, routed))
 		}
-		return up, svc, nil
+		return sel, nil
 	}
 	if w := snap.WorkloadByAddr(network, addr); w != nil {
-		return upstream{Workload: w, Port: dst.Port()}, nil, nil
+		return selection{up: upstream{Workload: w, Port: dst.Port()}, snap: snap}, nil
 	}
-	return upstream{}, nil, nil
+	return selection{snap: snap}, nil
+}
+
+// subsetHint names the subset an empty selection was limited to.
+func subsetHint(r policyRoute, routed bool) string {
+	if !routed || r.subset == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (subset %q of destination rule %s matched no endpoint)", r.subset.Name, r.rule.Key())
 }
 
 func strictHint(svc *workload.Service) string {

@@ -305,11 +305,11 @@ func (pod *podProxy) serverCert(ctx context.Context) (*certs.WorkloadCert, error
 func (pod *podProxy) clientTLS(ctx context.Context, k hbone.Key) (*tls.Config, error) {
 	src, err := certs.ParseIdentity(k.SrcIdentity)
 	if err != nil {
-		return nil, err
+		return nil, &localError{err}
 	}
 	cert, err := pod.p.certs.Get(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("certificate for %s: %w", src, err)
+		return nil, &localError{fmt.Errorf("certificate for %s: %w", src, err)}
 	}
 	var expected []certs.Identity
 	for _, s := range strings.Split(k.DstIdentities, ",") {
@@ -318,7 +318,7 @@ func (pod *podProxy) clientTLS(ctx context.Context, k hbone.Key) (*tls.Config, e
 		}
 		id, err := certs.ParseIdentity(s)
 		if err != nil {
-			return nil, fmt.Errorf("expected peer identity: %w", err)
+			return nil, &setupError{fmt.Errorf("expected peer identity: %w", err)}
 		}
 		expected = append(expected, id)
 	}
