@@ -175,7 +175,8 @@ func (f *FileSource) poll() {
 func (f *FileSource) logLoaded() {
 	cfg := f.last.Load()
 	f.Logger.Info("local config loaded", "path", f.Path, "sha256", hex.EncodeToString(f.goodHash[:]),
-		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies))
+		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies),
+		"destinationRules", len(cfg.DestinationRules), "virtualServices", len(cfg.VirtualServices))
 }
 
 // hashFile returns the sha256 of the file at path, read in small pieces; a file that is not
@@ -245,7 +246,7 @@ func (f *FileSource) apply(data []byte, sum [sha256.Size]byte, reload bool) erro
 	prev := f.last.Load()
 	f.goodHash = f.hash
 	f.last.Store(cfg)
-	f.Store.Replace(snap)
+	f.Store.ReplaceAll(snap) // the file's traffic policy too: none if it has none
 	switch {
 	case noDoc:
 		f.Logger.Warn("local config has no YAML document (empty or only comments): no workloads, services or policies",

@@ -17,12 +17,20 @@ type LocalConfig struct {
 	Workloads []*Workload
 	Services  []*Service
 	Policies  []*Policy
-	Raw       []byte // the YAML it was parsed from; nil in FileSource.Last (not retained there)
+	// DestinationRules and VirtualServices are the compiled traffic policies of the
+	// destinationRules and virtualServices keys (beyond the reference; see
+	// localconfig_traffic.go), in file order. VirtualServices without tcp routes, or only for
+	// gateways, are not applied and not listed.
+	DestinationRules []*DestinationPolicy
+	VirtualServices  []*RoutePolicy
+	Raw              []byte // the YAML it was parsed from; nil in FileSource.Last (not retained there)
 }
 
 // ParseLocalConfig parses a local config strictly: unknown fields, YAML errors, invalid IPs,
 // CIDRs, enums and ports, missing required fields and duplicate workload uids, service keys
-// or policy keys are errors. Errors are *ConfigError values naming source, entry, field and
+// or policy keys are errors, and so is every problem CompileTraffic reports for the
+// destinationRules and virtualServices (their subset labels are checked against the labels the
+// config's workloads carry). Errors are *ConfigError values naming source, entry, field and
 // line, e.g.
 //
 //	/etc/zt/config.yaml: workloads[2] (uid "c1//v1/Pod/ns/a"): workloadIps[0]: invalid IP "10.0.0.300" (line 14)
@@ -97,25 +105,49 @@ type configDecoder struct {
 	d     *decoder
 	cfg   *LocalConfig
 	lines entryLines
+
+	traffic      trafficEntries
+	trafficCount struct{ dests, routes int } // entries decoded so far
 }
 
 func newConfigDecoder(source string, lim parseLimits) *configDecoder {
-	return &configDecoder{d: newDecoder(source, newCopyingInterner(), lim), cfg: &LocalConfig{}}
+	return &configDecoder{d: newDecoder(source, newCopyingInterner(), lim), cfg: &LocalConfig{},
+		traffic: trafficEntries{dests: map[string]*trafficEntry{}, routes: map[string]*trafficEntry{}}}
 }
 
-// handlers decode the top-level fields, each a list of entries.
-func (c *configDecoder) handlers() map[string]handler {
+// listFields are the top-level fields of a local config, each a list of entries.
+var listFields = []string{"workloads", "services", "policies", "destinationRules", "virtualServices"}
+
+// list decodes the items of the top-level list field key at v (a list or a run of its items).
+func (c *configDecoder) list(key string, v *yaml.Node, f string) error {
 	d := c.d
-	return map[string]handler{
-		"workloads": func(v *yaml.Node, f string) error {
-			if v.Kind == yaml.SequenceNode {
+	switch key {
+	case "workloads":
+		return d.seqOnce(v, f, len(c.cfg.Workloads), c.workload)
+	case "services":
+		return d.seqOnce(v, f, len(c.cfg.Services), c.service)
+	case "policies":
+		return d.seqOnce(v, f, len(c.cfg.Policies), c.policy)
+	case "destinationRules":
+		return d.seqOnce(v, f, c.trafficCount.dests, c.destinationRule)
+	case "virtualServices":
+		return d.seqOnce(v, f, c.trafficCount.routes, c.virtualService)
+	}
+	return fmt.Errorf("no list field %q", key) // cannot happen: keys come from listFields
+}
+
+// handlers decode the top-level fields.
+func (c *configDecoder) handlers() map[string]handler {
+	h := make(map[string]handler, len(listFields))
+	for _, key := range listFields {
+		h[key] = func(v *yaml.Node, f string) error {
+			if key == "workloads" && v.Kind == yaml.SequenceNode {
 				c.reserveWorkloads(len(v.Content))
 			}
-			return d.seqOnce(v, f, len(c.cfg.Workloads), c.workload)
-		},
-		"services": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, len(c.cfg.Services), c.service) },
-		"policies": func(v *yaml.Node, f string) error { return d.seqOnce(v, f, len(c.cfg.Policies), c.policy) },
+			return c.list(key, v, f)
+		}
 	}
+	return h
 }
 
 // reserveWorkloads makes room for n more workloads, at most as many as the budget left can
@@ -163,6 +195,9 @@ func (c *configDecoder) finish() (*LocalConfig, error) {
 	if err := c.cfg.checkDuplicates(c.d.source, &c.lines); err != nil {
 		return nil, err
 	}
+	if err := c.finishTraffic(); err != nil {
+		return nil, err
+	}
 	return c.cfg, nil
 }
 
@@ -185,9 +220,18 @@ func parseDocument(data []byte) (yaml.Node, error) {
 	return root, nil
 }
 
-// Snapshot builds a snapshot from the config. It can be called any number of times.
+// Snapshot builds a snapshot from the config, with its traffic policies (Snapshot.Traffic; nil
+// if it has none). It can be called any number of times.
 func (c *LocalConfig) Snapshot() (*Snapshot, error) {
-	return NewSnapshot(c.Workloads, c.Services, c.Policies)
+	snap, err := NewSnapshot(c.Workloads, c.Services, c.Policies)
+	if err != nil || len(c.DestinationRules) == 0 && len(c.VirtualServices) == 0 {
+		return snap, err
+	}
+	ti, err := NewTrafficIndex(c.DestinationRules, c.VirtualServices)
+	if err != nil {
+		return nil, err
+	}
+	return snap.WithTraffic(ti), nil
 }
 
 // entryLines are the YAML lines of the entries, by kind and index.

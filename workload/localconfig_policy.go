@@ -42,6 +42,9 @@ func (d *decoder) policy(i int, n *yaml.Node) (*Policy, error) {
 			})
 		},
 	}, "name", "namespace", "scope", "action")
+	if err == nil {
+		err = d.nonEmpty(n, "name", p.Name, "namespace", p.Namespace)
+	}
 	return p, err
 }
 

@@ -97,6 +97,9 @@ func (d *decoder) service(i int, n *yaml.Node) (*Service, error) {
 			})
 		},
 	}, "name", "namespace", "hostname")
+	if err == nil {
+		err = d.nonEmpty(n, "namespace", s.Namespace, "hostname", s.Hostname)
+	}
 	return s, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -75,8 +76,7 @@ type piece struct {
 
 // splitConfig cuts data into pieces covering all of it, in order, with runs of list items cut
 // into pieces of about chunk bytes. It reports false if data is
-// not in the shape it handles: top-level fields "workloads:", "services:" or "policies:" at
-// column 0 (each at most once), each either followed on the next lines by a block list ("-"
+// not in the shape it handles: top-level fields of the config (listFields) at column 0 (each at most once), each either followed on the next lines by a block list ("-"
 // items, all at one indentation, with their content indented more), or with its value on the
 // same line (the field is then one piece). Blank and comment lines may be anywhere, and a
 // document start marker ("---") before the first field. Lines may end in CR LF. No tabs in
@@ -195,12 +195,10 @@ func fieldLine(l []byte) (name string, inline, ok bool) {
 	if !found || (len(v) > 0 && v[0] != ' ') {
 		return "", false, false
 	}
-	switch string(k) {
-	case "workloads", "services", "policies":
-		name = string(k)
-	default:
+	if !slices.Contains(listFields, string(k)) {
 		return "", false, false
 	}
+	name = string(k)
 	v = bytes.TrimLeft(v, " ")
 	return name, len(v) > 0 && v[0] != '#', true
 }
@@ -250,16 +248,7 @@ func decodePieces(source string, pieces []piece, lim parseLimits) (*LocalConfig,
 			if n.Kind != yaml.SequenceNode {
 				return nil, shape()
 			}
-			var err error
-			switch p.key {
-			case "workloads":
-				err = d.seqOnce(n, p.key, len(c.cfg.Workloads), c.workload)
-			case "services":
-				err = d.seqOnce(n, p.key, len(c.cfg.Services), c.service)
-			case "policies":
-				err = d.seqOnce(n, p.key, len(c.cfg.Policies), c.policy)
-			}
-			if err != nil {
+			if err := c.list(p.key, n, p.key); err != nil {
 				return nil, err
 			}
 		}

@@ -8,12 +8,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 // cmpStrict compares configs exactly: nil and empty differ (the admin dump shows them apart).
+// The sources of traffic policies are proto messages.
 var cmpStrict = cmp.Options{
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	protocmp.Transform(),
 }
 
 // checkSplitMatchesWhole parses data in pieces of one list item each (the most cuts) and as a

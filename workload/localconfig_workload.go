@@ -81,11 +81,18 @@ func (d *decoder) workload(i int, n *yaml.Node) (*Workload, error) {
 			}, "protocol")
 		},
 		"authorizationPolicies": d.setStrList(&w.AuthorizationPolicies),
+		"labels": func(v *yaml.Node, f string) (err error) {
+			w.Labels, err = d.labels(v, f)
+			return err
+		},
 		"services": func(v *yaml.Node, f string) (err error) {
 			w.Services, err = d.workloadServices(v, f)
 			return err
 		},
 	}, "uid", "name", "namespace")
+	if err == nil {
+		err = d.nonEmpty(n, "uid", w.UID)
+	}
 	if err != nil {
 		return w, err
 	}

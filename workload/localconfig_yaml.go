@@ -60,6 +60,9 @@ type decoder struct {
 	reserved  int              // workloads expected beyond those in workloads
 	addrs     slab[netip.Addr] // workload IPs
 
+	// labelMaps shares equal workload label maps: canonical encoding -> map.
+	labelMaps map[string]map[string]string
+
 	// Scratch space reused across entries; the interner copies what it keeps.
 	ips   []netip.Addr
 	ports map[uint16]uint16
@@ -223,6 +226,22 @@ func (d *decoder) mapping(n *yaml.Node, field string, fields map[string]handler,
 	for _, r := range required {
 		if !seen[r] {
 			return d.fail(n, join(field, r), "missing required field")
+		}
+	}
+	return nil
+}
+
+// nonEmpty fails at the first of the fields of mapping n, given as name and decoded value pairs,
+// whose value is empty: "" or a tag without a value ("!x") is not null, so it passes the
+// required check of mapping, but an empty key is no key.
+func (d *decoder) nonEmpty(n *yaml.Node, pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			at := mappingValue(n, pairs[i])
+			if at == nil {
+				at = n
+			}
+			return d.fail(at, pairs[i], "empty value")
 		}
 	}
 	return nil
