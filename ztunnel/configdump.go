@@ -25,6 +25,8 @@ type configDump struct {
 
 	// OutlierDetection is the outlier detector's state (not in the reference), by service, subset.
 	OutlierDetection []outlierClusterJSON `json:"outlierDetection"`
+	// TrafficPolicy is the DestinationRules and VirtualServices in force (not in the reference).
+	TrafficPolicy trafficPolicyJSON `json:"trafficPolicy"`
 }
 
 // staticConfigJSON echoes the local config (LOCAL_XDS_PATH or LOCAL_XDS); empty lists
@@ -51,6 +53,7 @@ func (p *Proxy) configDump() configDump {
 		WorkloadState:  p.pods.dumpPods(),
 	}
 	d.OutlierDetection = p.outliers.dump()
+	d.TrafficPolicy = dumpTraffic(snap.Traffic())
 	for _, w := range snap.Workloads() {
 		d.Workloads = append(d.Workloads, dumpLiveWorkload(w))
 	}
