@@ -20,8 +20,10 @@ import (
 //     doubling, then copies it: one long token costs 6 to 8 times its length. A text parsed
 //     at once may be at most treeBytes long, a quarter of the size limit.
 //   - Decoding. The decoder charges every node it visits, following aliases, and entryCost
-//     for every workload, service and policy, against decodeBudget: the number of entries is
-//     bounded by it, and with them the memory of the result. With the entry cost, the decoded
+//     for every entry (workload, service, policy, destination rule, virtual service), against
+//     decodeBudget: the number of entries is bounded by it, and with them the memory of the
+//     result. A node of a destination rule's or virtual service's spec costs trafficNodeCost
+//     (localconfig_traffic.go), for its JSON, proto and compiled forms. With the entry cost, the decoded
 //     config and its snapshot take about 18 bytes per unit whether its entries are small or
 //     large. Each alias resolved is charged what it expands to against aliasBudget, an eighth
 //     of that: a "billion laughs" fails at its first large alias, before it is walked.
@@ -87,8 +89,8 @@ func (l parseLimits) checkTree(text []byte) error {
 // decodeError is the error for a config that needs more than the decoding budget.
 func (l parseLimits) decodeError() error {
 	return fmt.Errorf("document too large: more than %d units to decode (one per YAML node, aliases expanded, and %d "+
-		"per workload, service or policy; one unit per %d bytes of the size limit LOCAL_XDS_MAX_BYTES=%d)",
-		l.decodeBudget, entryCost, bytesPerDecodeUnit, l.maxBytes)
+		"per entry, %d per node of a traffic policy's spec; one unit per %d bytes of the size limit LOCAL_XDS_MAX_BYTES=%d)",
+		l.decodeBudget, entryCost, trafficNodeCost, bytesPerDecodeUnit, l.maxBytes)
 }
 
 // aliasError is the error for aliases that expand to more than the alias budget.

@@ -30,7 +30,7 @@ import (
 // (traffic_compile.go). The spec's YAML is converted to JSON node by node, each node (keys
 // included) charged to the decoding budget trafficNodeCost units: the JSON text, the proto
 // message kept as the policy's Source and the compiled policy together cost more than the nodes
-// of a workload (a config of S3-style rules retains about 12 bytes per unit, under the 18 a
+// of a workload (a config of S3-style rules retains about 15 bytes per unit, under the 18 a
 // workload config does).
 
 // trafficNodeCost is what each YAML node of a spec costs the decoding budget.
