@@ -14,8 +14,11 @@
 //
 // A Snapshot and everything reachable from it are immutable once NewSnapshot returns; any
 // number of goroutines may read them without locking. A Store swaps snapshots with an atomic
-// pointer, so Store.Load never blocks. FileSource.Run is the only writer of its Store; its
-// Last and ReloadFailures methods are safe to call from any goroutine. Likewise XDSClient.Run
-// is the only writer of its Store and owns the xDS stream; Synced, Demand and Stats may be
-// called from any goroutine.
+// pointer, so Store.Load never blocks. Writers (Replace, ReplaceAll, SetTraffic) are
+// serialized, so a workload source (FileSource.Run, XDSClient.Run) and a TrafficSource may
+// share one Store: a workload push keeps the traffic policy the traffic source set. A
+// FileSource publishes its workloads and its traffic policy (destinationRules,
+// virtualServices) together; its Last and ReloadFailures methods are safe to call from any
+// goroutine. XDSClient.Run owns the xDS stream; Synced, Demand and Stats may be called from
+// any goroutine.
 package workload

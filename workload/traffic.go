@@ -145,7 +145,7 @@ type RouteDestination struct {
 	Host   string
 	Subset string
 	Port   uint16
-	Weight uint32 // the weights of a route sum to 100 (a single destination may leave it 0)
+	Weight uint32 // the weights of a route sum to 100 (a single destination has 100)
 }
 
 // NewTrafficIndex indexes compiled policies. At most one DestinationRule and one VirtualService may
