@@ -45,11 +45,15 @@ type Cluster struct {
 	// istiod is the fake istiod (Config.ControlPlane), nil otherwise. Set in New, then fixed.
 	istiod *Istiod
 
-	// mu guards pods, services, policies, lastHash, closed and the mutable node and gateway fields.
+	// mu guards pods, services, policies, traffic, lastHash, closed and the mutable node and
+	// gateway fields.
 	mu       sync.Mutex
 	pods     map[string]*Pod // by pod name; a nil value reserves a name while the pod is built
 	services map[string]serviceRecord
 	policies map[string]policyRecord // by "namespace/name"
+	// traffic is the traffic policy rendered as local config keys (SetTrafficPolicy), appended
+	// to every config file; nil: none.
+	traffic []byte
 	// lastHash is the SHA-256 of the last config written (local config mode) per config key
 	// (configKey: "" for the shared file, else the network).
 	lastHash map[string]string

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// WriteConfig publishes the current pods, services and policies to the proxies. In local config
+// WriteConfig publishes the current pods, services, policies and traffic policy to the proxies. In local config
 // mode it regenerates their shared local config (with several networks: every network's, see
 // NetworkConfigPath) and replaces the file atomically (temporary file + rename); with
 // Config.ControlPlane it converts them to xDS resources and has the fake istiod push what changed. AddPod, DeletePod, AddService, SetPolicy and DeletePolicy call it; it is exported
@@ -20,14 +20,17 @@ func (c *Cluster) WriteConfig() error {
 		c.istiod.push(buildResources(pods, svcs, policies, nets))
 		return nil
 	}
+	c.mu.Lock()
+	traffic := c.traffic // never set with istiod (SetTrafficPolicy refuses)
+	c.mu.Unlock()
 	if c.netConfigPaths != nil {
-		return c.publishNetworkConfigs(pods, svcs, policies)
+		return c.publishNetworkConfigs(pods, svcs, policies, traffic)
 	}
 	data, err := renderConfig(pods, svcs, policies, nets)
 	if err != nil {
 		return err
 	}
-	return c.publishConfigFile(data)
+	return c.publishConfigFile(append(data, traffic...))
 }
 
 // publishConfigFile writes the proxies' local config file and remembers its hash for
@@ -43,9 +46,10 @@ func (c *Cluster) publishConfigFile(data []byte) error {
 	return nil
 }
 
-// publishNetworkConfigs renders and writes the config file of every network and remembers their
-// hashes for WaitConfigApplied. The caller holds cfgMu.
-func (c *Cluster) publishNetworkConfigs(pods []podRecord, svcs []serviceRecord, policies []policyRecord) error {
+// publishNetworkConfigs renders and writes the config file of every network, with the traffic
+// policy keys appended to each, and remembers their hashes for WaitConfigApplied. The caller
+// holds cfgMu.
+func (c *Cluster) publishNetworkConfigs(pods []podRecord, svcs []serviceRecord, policies []policyRecord, traffic []byte) error {
 	gws := c.gatewayRecords()
 	hashes := map[string]string{}
 	for network, path := range c.netConfigPaths {
@@ -53,7 +57,7 @@ func (c *Cluster) publishNetworkConfigs(pods []podRecord, svcs []serviceRecord, 
 		if err != nil {
 			return fmt.Errorf("config of network %q: %w", network, err)
 		}
-		if hashes[network], err = writeFileAtomic(path, data); err != nil {
+		if hashes[network], err = writeFileAtomic(path, append(data, traffic...)); err != nil {
 			return err
 		}
 	}

@@ -290,12 +290,8 @@ func (p *Pod) teardown(ctx context.Context) error {
 func (p *Pod) stopServers() {
 	p.mu.Lock()
 	p.gone = true
-	stops := p.servers
-	p.servers = map[int]func(){}
 	p.mu.Unlock()
-	for _, stop := range stops {
-		stop()
-	}
+	p.StopServers()
 }
 
 // Name returns the pod's name.

@@ -42,6 +42,19 @@ func (p *Pod) addServer(stop func()) (remove func(), err error) {
 	}, nil
 }
 
+// StopServers stops every server started on the pod, as if its application died: their listeners
+// and connections are closed, so the pod's ports refuse connections. The pod stays in the cluster
+// and in the proxies' config, and servers may be started on it again.
+func (p *Pod) StopServers() {
+	p.mu.Lock()
+	stops := p.servers
+	p.servers = map[int]func(){}
+	p.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
+
 // listen opens a TCP listener on port inside the pod, unmarked.
 func (p *Pod) listen(port uint16) (net.Listener, error) {
 	ln, err := p.ns.Listen(context.Background(), "tcp", ":"+strconv.Itoa(int(port)), redirect.SocketOptions{})
