@@ -132,14 +132,33 @@ func s3Outlier() *networking.OutlierDetection {
 }
 
 // s3Rule is the DestinationRule "reviews" with the locality setting l and s3Outlier.
-func s3Rule(l *networking.LocalityLoadBalancerSetting) DestinationRule {
-	return DestinationRule{Name: "reviews", Namespace: "default", Spec: &networking.DestinationRule{
+func s3Rule(l *networking.LocalityLoadBalancerSetting) TrafficPolicy {
+	return TrafficPolicy{DestinationRules: []DestinationRule{{Name: "reviews", Namespace: "default", Spec: &networking.DestinationRule{
 		Host: "reviews",
 		TrafficPolicy: &networking.TrafficPolicy{
 			LoadBalancer:     &networking.LoadBalancerSettings{LocalityLbSetting: l},
 			OutlierDetection: s3Outlier(),
 		},
-	}}
+	}}}}
+}
+
+// S3DistributionPolicy is the policy of S3's step 1: DestinationRule reviews with
+// localityLbSetting distribute from cn-hangzhou/* to cn-hangzhou/* 90 and cn-shanghai/* 10, and
+// outlier detection (consecutive5xxErrors 1, interval 1s, baseEjectionTime 1m).
+func S3DistributionPolicy() TrafficPolicy {
+	return s3Rule(&networking.LocalityLoadBalancerSetting{
+		Enabled: wrapperspb.Bool(true),
+		Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{{
+			From: S3Hangzhou + "/*",
+			To:   map[string]uint32{S3Hangzhou + "/*": 90, S3Shanghai + "/*": 10},
+		}},
+	})
+}
+
+// S3FailoverPolicy is the policy of S3's steps 2 and 3: distribution off (localityLbSetting
+// enabled: the default failover by region, zone and subzone) and the same outlier detection.
+func S3FailoverPolicy() TrafficPolicy {
+	return s3Rule(&networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(true)})
 }
 
 // RunS3 builds the S3 topology, runs its steps (S3.Run), prints every step to out and tears
@@ -192,14 +211,7 @@ func (s *S3) run(ctx context.Context, r *scenarioRun) error {
 	r.step("1. distribution 90/10 from cn-hangzhou")
 	fmt.Fprintln(r.out, "-- DestinationRule reviews: localityLbSetting.distribute from cn-hangzhou/* to {cn-hangzhou/*: 90, cn-shanghai/*: 10},")
 	fmt.Fprintln(r.out, "   outlierDetection {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}")
-	distribute := &networking.LocalityLoadBalancerSetting{
-		Enabled: wrapperspb.Bool(true),
-		Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{{
-			From: S3Hangzhou + "/*",
-			To:   map[string]uint32{S3Hangzhou + "/*": 90, S3Shanghai + "/*": 10},
-		}},
-	}
-	if err := c.SetTrafficPolicy(ctx, TrafficPolicy{DestinationRules: []DestinationRule{s3Rule(distribute)}}); err != nil {
+	if err := c.SetTrafficPolicy(ctx, S3DistributionPolicy()); err != nil {
 		return err
 	}
 	res := r.getBatch(ctx, s.Client, url, s3Connections, trafficParallel)
@@ -207,8 +219,7 @@ func (s *S3) run(ctx context.Context, r *scenarioRun) error {
 
 	r.step("2. failover by removal (distribution off)")
 	fmt.Fprintln(r.out, "-- DestinationRule reviews: localityLbSetting {enabled: true}, same outlierDetection")
-	failover := &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(true)}
-	if err := c.SetTrafficPolicy(ctx, TrafficPolicy{DestinationRules: []DestinationRule{s3Rule(failover)}}); err != nil {
+	if err := c.SetTrafficPolicy(ctx, S3FailoverPolicy()); err != nil {
 		return err
 	}
 	r.expectAllVersion(r.getBatch(ctx, s.Client, url, s3Requests, trafficParallel), "v1")

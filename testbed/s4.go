@@ -94,9 +94,9 @@ func (s *S4) HelloURL() string {
 	return fmt.Sprintf("http://%s:%d/hello", S4HelloworldVIP, HelloworldPort)
 }
 
-// s4Policy is the canary: DestinationRule helloworld with subsets v3 and v4 by the version label,
+// S4CanaryPolicy is the canary of S4: DestinationRule helloworld with subsets v3 and v4 by the version label,
 // VirtualService helloworld with one tcp route sending 90% to v3 and 10% to v4.
-func s4Policy() TrafficPolicy {
+func S4CanaryPolicy() TrafficPolicy {
 	route := func(subset string, weight int32) *networking.RouteDestination {
 		return &networking.RouteDestination{Destination: &networking.Destination{Host: "helloworld", Subset: subset}, Weight: weight}
 	}
@@ -153,7 +153,7 @@ func (s *S4) run(ctx context.Context, r *scenarioRun) error {
 	r.step("1. canary: tcp route 90 to subset v3, 10 to subset v4, per connection")
 	fmt.Fprintln(r.out, "-- DestinationRule helloworld: subsets v3 {version: v3}, v4 {version: v4}")
 	fmt.Fprintln(r.out, "   VirtualService helloworld: tcp route [{subset v3, weight 90}, {subset v4, weight 10}]")
-	if err := s.Cluster.SetTrafficPolicy(ctx, s4Policy()); err != nil {
+	if err := s.Cluster.SetTrafficPolicy(ctx, S4CanaryPolicy()); err != nil {
 		return err
 	}
 	res := r.getBatch(ctx, s.Client, s.HelloURL(), s4Connections, trafficParallel)
