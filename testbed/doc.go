@@ -61,13 +61,30 @@
 // (the local config's policies list, or Authorization resources); [PodSpec.Policies] names the
 // WorkloadSelector policies of a pod.
 //
+// # Traffic policy
+//
+// [Cluster.SetTrafficPolicy] sets Istio DestinationRules and VirtualServices (istio.io/api specs,
+// [TrafficPolicy]) in local config mode: they are checked as the proxies compile them and written
+// as the destinationRules and virtualServices keys of every network's config. Pods carry no
+// explicit workload labels: subsets select by the labels workload discovery maps (version and app
+// are the canonical revision and name; the topology labels are the locality, cluster and network).
+//
 // # Pods
 //
 // [Pod] offers helloworld and echo servers and HTTP/TCP clients whose sockets are created inside the
 // pod's namespace, unmarked, so the pod's redirection applies to them as to a real application.
+// [Pod.StopServers] kills a pod's servers while the config still lists it, as an application
+// that died.
 //
-// RunS1 runs acceptance scenario S1 (locality failover) on a three-node cluster; RunS2 runs S2 (two
-// networks joined by east-west gateways, double HBONE) on two two-node clusters.
+// # Scenarios
+//
+// The acceptance scenarios of shared/SCENARIOS.md, each printed step by step and returning an
+// error that lists every expectation that did not hold: RunS1 (locality failover) on a three-node
+// cluster; RunS2 (two networks joined by east-west gateways, double HBONE) on two two-node
+// clusters; RunS3 (cross-region 90/10 distribution, failover by removal and by death under
+// outlier detection), RunS4 (S4 at L4: a 90/10 canary by weighted TCP routes to subsets) and
+// RunS5 (failover between clusters by failoverPriority and outlier detection, on S2's topology).
+// Weighted splits are checked over 1 000 connections against a two-sided 99.9% binomial bound.
 //
 // # Concurrency
 //
