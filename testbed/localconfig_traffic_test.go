@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -208,6 +209,15 @@ func TestSetTrafficPolicyWritesEveryConfig(t *testing.T) {
 					len(cfg.DestinationRules), len(cfg.VirtualServices), len(cfg.Services))
 			}
 		}
+		good := c.traffic
+		bad := canaryPolicy()
+		bad.VirtualServices[0].Spec.Tcp[0].Route[0].Weight = 80
+		if err := c.SetTrafficPolicy(ctx, bad); err == nil {
+			t.Error("SetTrafficPolicy accepted weights summing to 90")
+		}
+		if !bytes.Equal(c.traffic, good) {
+			t.Error("a refused policy replaced the last good one")
+		}
 		if err := c.SetTrafficPolicy(ctx, TrafficPolicy{}); err != nil {
 			t.Fatal(err)
 		}
@@ -215,14 +225,6 @@ func TestSetTrafficPolicyWritesEveryConfig(t *testing.T) {
 			if cfg := parse(p); len(cfg.DestinationRules) != 0 || len(cfg.VirtualServices) != 0 {
 				t.Errorf("%s: traffic policy still there after SetTrafficPolicy(empty)", filepath.Base(p))
 			}
-		}
-		bad := canaryPolicy()
-		bad.VirtualServices[0].Spec.Tcp[0].Route[0].Weight = 80
-		if err := c.SetTrafficPolicy(ctx, bad); err == nil {
-			t.Error("SetTrafficPolicy accepted weights summing to 90")
-		}
-		if c.traffic != nil {
-			t.Error("a refused policy replaced the last good one")
 		}
 	}
 }
