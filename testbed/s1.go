@@ -115,15 +115,7 @@ func RunS1(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			s.Cluster.writeProxyLogTails(out, 30)
-		}
-		if cerr := s.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	return s.Run(ctx, out)
+	return runBuilt(s.Cluster, s.Close, out, func() error { return s.Run(ctx, out) })
 }
 
 // Run runs the three steps of S1 on a freshly built topology (it deletes and replaces pods, so it

@@ -125,22 +125,10 @@ func RunS2(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			s.Cluster.writeProxyLogTails(out, 30)
-		}
-		if cerr := s.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	r := &scenarioRun{name: "S2", out: out}
-	if err := s.run(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	if err := s.runOutage(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runBuilt(s.Cluster, s.Close, out, func() error {
+		return runSteps("S2", out, func(r *scenarioRun) error { return s.run(ctx, r) },
+			func(r *scenarioRun) error { return s.runOutage(ctx, r) })
+	})
 }
 
 // Run runs the steps of S2 that leave the topology as it is:
@@ -153,11 +141,7 @@ func RunS2(ctx context.Context, cfg Config, out io.Writer) (err error) {
 //     identity on a connection that came from the gateway's address, and no gateway holds a
 //     certificate for helloworld's identity.
 func (s *S2) Run(ctx context.Context, out io.Writer) error {
-	r := &scenarioRun{name: "S2", out: out}
-	if err := s.run(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runSteps("S2", out, func(r *scenarioRun) error { return s.run(ctx, r) })
 }
 
 // run runs the steps of Run, recording failed expectations in r. An error means a step could not
@@ -371,11 +355,7 @@ const s2OutageRequests = 20
 //     reach v2 again (the client proxy avoids a failed gateway for a while, so this polls for up
 //     to a minute), then every request succeeds.
 func (s *S2) RunOutage(ctx context.Context, out io.Writer) error {
-	r := &scenarioRun{name: "S2", out: out}
-	if err := s.runOutage(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runSteps("S2", out, func(r *scenarioRun) error { return s.runOutage(ctx, r) })
 }
 
 // runOutage runs the steps of RunOutage, recording failed expectations in r. An error means a
@@ -521,6 +501,33 @@ type scenarioRun struct {
 	out      io.Writer
 	stepName string
 	failures []string
+}
+
+// runBuilt runs a built scenario (run), then tears its topology down with closeFn; when run
+// fails it first prints the tail of every proxy log of c to out. The error joins both.
+func runBuilt(c *Cluster, closeFn func() error, out io.Writer, run func() error) (err error) {
+	defer func() {
+		if err != nil {
+			c.writeProxyLogTails(out, 30)
+		}
+		if cerr := closeFn(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	return run()
+}
+
+// runSteps runs a scenario's steps in order, recording their expectations in one scenarioRun
+// named name: an error (a step that could not be carried out) aborts; otherwise the result lists
+// every expectation that did not hold.
+func runSteps(name string, out io.Writer, steps ...func(*scenarioRun) error) error {
+	r := &scenarioRun{name: name, out: out}
+	for _, step := range steps {
+		if err := step(r); err != nil {
+			return r.abort(err)
+		}
+	}
+	return r.result()
 }
 
 func (r *scenarioRun) step(name string) {

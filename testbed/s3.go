@@ -169,15 +169,7 @@ func RunS3(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			s.Cluster.writeProxyLogTails(out, 30)
-		}
-		if cerr := s.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	return s.Run(ctx, out)
+	return runBuilt(s.Cluster, s.Close, out, func() error { return s.Run(ctx, out) })
 }
 
 // Run runs the steps of S3 on a freshly built topology (it deletes, re-adds and kills reviews
@@ -196,11 +188,7 @@ func RunS3(ctx context.Context, cfg Config, out io.Writer) (err error) {
 //     upstream.attempts=2, its /config_dump shows v1 ejected (timesEjected >= 1), and its
 //     ztunnel_outlier_ejections_total for reviews is at least 1.
 func (s *S3) Run(ctx context.Context, out io.Writer) error {
-	r := &scenarioRun{name: "S3", out: out}
-	if err := s.run(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runSteps("S3", out, func(r *scenarioRun) error { return s.run(ctx, r) })
 }
 
 // run runs the steps of Run, recording failed expectations in r. An error means a step could not

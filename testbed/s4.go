@@ -123,15 +123,7 @@ func RunS4(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			s.Cluster.writeProxyLogTails(out, 30)
-		}
-		if cerr := s.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	return s.Run(ctx, out)
+	return runBuilt(s.Cluster, s.Close, out, func() error { return s.Run(ctx, out) })
 }
 
 // Run runs S4 at L4: with DestinationRule helloworld (subsets v3 and v4 by the version label)
@@ -140,11 +132,7 @@ func RunS4(ctx context.Context, cfg Config, out io.Writer) (err error) {
 // 90%. It prints the count per replica too (balancing is per connection: the two v3 replicas
 // share v3's connections at random), but asserts only the weights.
 func (s *S4) Run(ctx context.Context, out io.Writer) error {
-	r := &scenarioRun{name: "S4", out: out}
-	if err := s.run(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runSteps("S4", out, func(r *scenarioRun) error { return s.run(ctx, r) })
 }
 
 // run runs the step of Run, recording failed expectations in r. An error means it could not be

@@ -100,15 +100,7 @@ func RunS5(ctx context.Context, cfg Config, opts S5Options, out io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			s.Cluster.writeProxyLogTails(out, 30)
-		}
-		if cerr := s.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
-	return s.Run(ctx, out)
+	return runBuilt(s.Cluster, s.Close, out, func() error { return s.Run(ctx, out) })
 }
 
 // Run runs the steps of S5 on a freshly built topology (it kills and restarts v1's server, so
@@ -123,11 +115,7 @@ func RunS5(ctx context.Context, cfg Config, opts S5Options, out io.Writer) (err 
 //     until v1's ejection is over, then v1, within the ejection time and a margin of the restart
 //     and not before the ejection ends; then 20 requests all answer v1.
 func (s *S5) Run(ctx context.Context, out io.Writer) error {
-	r := &scenarioRun{name: "S5", out: out}
-	if err := s.run(ctx, r); err != nil {
-		return r.abort(err)
-	}
-	return r.result()
+	return runSteps("S5", out, func(r *scenarioRun) error { return s.run(ctx, r) })
 }
 
 // run runs the steps of Run, recording failed expectations in r. An error means a step could not
