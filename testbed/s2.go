@@ -388,7 +388,14 @@ func (s *S2) runOutage(ctx context.Context, r *scenarioRun) error {
 	}
 	// A connection the client's proxy sent toward the dead gateway is tried again on the local
 	// endpoint before the client sees anything (issue 12): the proxy logs each such retry.
-	if retried := logLinesSince(clientLog, logStart, `msg="upstream connect failed, trying another endpoint"`); len(retried) > 0 {
+	var retried []string
+	for range 20 {
+		if retried = logLinesSince(clientLog, logStart, `msg="upstream connect failed, trying another endpoint"`); len(retried) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(retried) > 0 {
 		l := retried[0]
 		if i := strings.Index(l, " error="); i >= 0 {
 			l = l[i+1:]

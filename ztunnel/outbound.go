@@ -105,7 +105,7 @@ func (pod *podProxy) connectUpstream(ctx context.Context, ci *connInfo, src *wor
 		tried = append(tried, sel.up.Workload)
 		if retry && sel.svc != nil && len(tried) < maxUpstreamAttempts {
 			if next, ok := pod.nextUpstream(sel, src, tried); ok {
-				pod.log.Info("upstream connect failed, trying another endpoint", "src.addr", ci.Src.String(),
+				pod.log.Warn("upstream connect failed, trying another endpoint", "src.addr", ci.Src.String(),
 					"dst.service", sel.svc.Key(), "failed", sel.up.Workload.UID, "next", next.Workload.UID, "error", err)
 				pod.p.countRetry(sel.svc)
 				sel.up = next
